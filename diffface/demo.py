@@ -1,0 +1,136 @@
+"""``diffface demo``: the main job on the built-in model, offline, in a minute on a CPU.
+
+What exists so far runs end to end: synthesise faces with ground truth (random identity,
+expression, albedo, SH lighting, pose), project their landmarks (contour landmarks marched to
+the silhouette) with pixel noise, fit the morphable model to the landmarks (the method's stage 1),
+and write a report comparing the fit with the ground truth and the mean-shape baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .camera import perspective_project
+from .geometry import vertex_normals
+from .lighting import sh_shading
+from .morphable_model import load_morphable_model
+from .report_images import draw_landmark_panel, save_panel_grid, to_numpy
+from .synth import SceneConfig, noisy_landmarks, project_landmarks, sample_scenes
+
+
+@dataclass
+class DemoConfig:
+    """Settings of the demo run (saved beside its outputs as ``config.json``)."""
+
+    model: str = "builtin"
+    num_faces: int = 16
+    device: str = "cpu"
+    scene: SceneConfig = field(default_factory=SceneConfig)
+    fit_rounds: int = 6
+    preview_faces: int = 8
+
+
+def normalized_vertex_error(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """The method's ``d = 100·‖S − S_gt‖² / ‖S_gt − mean(S_gt)‖²``. Shape: (B, V, 3) x2 -> (B,)."""
+    spread = (gt - gt.mean(1, keepdim=True)).pow(2).sum((1, 2))
+    return 100 * (pred - gt).pow(2).sum((1, 2)) / spread
+
+
+def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), show_progress: bool = True) -> dict:
+    """Run the demo and write ``report.json``, ``report.md``, ``config.json`` and ``fits.png`` to ``out_dir``.
+
+    Returns:
+        The report as a dict.
+    """
+    from diffface.fitting import LandmarkFitConfig, fit_landmarks  # the fitting subpackage is optional here
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    device = torch.device(config.device)
+    model = load_morphable_model(config.model).to(device)
+
+    started = time.perf_counter()
+    truth = sample_scenes(model, config.num_faces, config.scene)
+    true_vertices = model.shape(truth.alpha_id, truth.alpha_exp)
+    clean_2d, _ = project_landmarks(model, truth, true_vertices)
+    observed_2d = noisy_landmarks(clean_2d, config.scene.landmark_noise_px, seed=config.scene.seed)
+
+    bar = tqdm(total=config.fit_rounds, desc="landmark fitting", unit="round", disable=not show_progress)
+    fit_started = time.perf_counter()
+    fit = fit_landmarks(model, observed_2d, (config.scene.image_size, config.scene.image_size),
+                        LandmarkFitConfig(rounds=config.fit_rounds, focal_px=config.scene.focal_px),
+                        progress=lambda i, e: (bar.update(1), bar.set_postfix(energy=f"{float(e.mean()):.2f}")))
+    bar.close()
+    fit_seconds = time.perf_counter() - fit_started
+
+    fitted_vertices = model.shape(fit.params.alpha_id, fit.params.alpha_exp)
+    fitted_2d, _ = project_landmarks(model, fit.params, fitted_vertices)
+    mean_vertices = model.mean_shape.expand_as(true_vertices)
+    err_fit_mm = (fitted_vertices - true_vertices).norm(dim=-1).mean(-1)
+    err_mean_mm = (mean_vertices - true_vertices).norm(dim=-1).mean(-1)
+    report = {
+        "model": {"name": model.name, "vertices": model.num_vertices, "faces": int(model.triangles.shape[0]),
+                  "id_dims": model.id_dims, "exp_dims": model.exp_dims, "tex_dims": model.tex_dims,
+                  "fingerprint": model.fingerprint},
+        "num_faces": config.num_faces,
+        "device": str(device),
+        "landmark_noise_px": config.scene.landmark_noise_px,
+        "landmark_fit": {
+            "rms_px_vs_observed": float((fitted_2d - observed_2d).pow(2).sum(-1).mean().sqrt()),
+            "rms_px_vs_clean": float((fitted_2d - clean_2d).pow(2).sum(-1).mean().sqrt()),
+            "vertex_error_mm_mean": float(err_fit_mm.mean()),
+            "normalized_error_d_median": float(normalized_vertex_error(fitted_vertices, true_vertices).median()),
+            "images_per_s": config.num_faces / fit_seconds,
+            "energy_mean": float(fit.energy.mean()),
+        },
+        "mean_shape_baseline": {
+            "vertex_error_mm_mean": float(err_mean_mm.mean()),
+            "normalized_error_d_median": float(normalized_vertex_error(mean_vertices, true_vertices).median()),
+        },
+        "seconds_total": None,
+        "outputs": ["report.json", "report.md", "config.json", "fits.png"],
+    }
+
+    n_preview = min(config.preview_faces, config.num_faces)
+    normals = vertex_normals(fitted_vertices[:n_preview], model.triangles)
+    shaded = sh_shading(model.albedo(batch=n_preview), normals, truth.sh[:n_preview])
+    uv, depth = perspective_project(fitted_vertices[:n_preview], fit.params.angles[:n_preview],
+                                    fit.params.translation[:n_preview], fit.params.focal[:n_preview],
+                                    fit.params.principal_point[:n_preview])
+    panels = [draw_landmark_panel(config.scene.image_size, to_numpy(uv[i]), to_numpy(shaded[i]), to_numpy(depth[i]),
+                                  [(to_numpy(observed_2d[i]), (80, 255, 80)), (to_numpy(fitted_2d[i]), (255, 60, 60))])
+              for i in range(n_preview)]
+    save_panel_grid(panels, out / "fits.png")
+    report["seconds_total"] = time.perf_counter() - started
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(_markdown(report))
+    return report
+
+
+def _markdown(report: dict) -> str:
+    fit, base = report["landmark_fit"], report["mean_shape_baseline"]
+    return "\n".join([
+        "# diffface demo report",
+        "",
+        f"Model `{report['model']['name']}` ({report['model']['vertices']} vertices, "
+        f"{report['model']['id_dims']}/{report['model']['exp_dims']}/{report['model']['tex_dims']} modes), "
+        f"{report['num_faces']} synthetic faces, landmark noise {report['landmark_noise_px']} px, "
+        f"device {report['device']}.",
+        "",
+        "| method | vertex error (mm) | median d | landmark RMS vs clean (px) |",
+        "|---|---|---|---|",
+        f"| mean shape | {base['vertex_error_mm_mean']:.2f} | {base['normalized_error_d_median']:.3f} | |",
+        f"| landmark fit | {fit['vertex_error_mm_mean']:.2f} | {fit['normalized_error_d_median']:.3f} | "
+        f"{fit['rms_px_vs_clean']:.2f} |",
+        "",
+        f"Landmark fitting ran at {fit['images_per_s']:.1f} images/s. `fits.png`: fitted faces (projected vertices "
+        "shaded with the true lighting), observed landmarks in green, fitted landmarks in red.",
+        "",
+    ])

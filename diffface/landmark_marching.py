@@ -1,0 +1,59 @@
+"""Contour-landmark "marching": the jaw landmarks of a turned face sit on its silhouette, not on
+fixed vertices. Each contour landmark has a line of parallel vertices (from the face centre
+outwards); the landmark's vertex is the one on that line that projects furthest outwards along
+the face's horizontal image axis, i.e. on the current silhouette.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .camera import euler_to_rotation
+from .checks import check_shape
+
+NUM_LANDMARKS = 68
+CHIN_LANDMARK = 8
+
+
+def march_contour_landmarks(uv: torch.Tensor, angles: torch.Tensor, landmark_indices: torch.Tensor,
+                            contour_landmarks: torch.Tensor, contour_lines: torch.Tensor) -> torch.Tensor:
+    """Per-sample landmark vertex indices with the contour landmarks moved to the silhouette.
+
+    Landmarks left of the chin (iBUG 0-7, the subject's right, model ``x < 0``) take the line
+    vertex with the smallest projection on the image direction of the model's +x axis; those right
+    of it (9-16) the largest.
+
+    Args:
+        uv: projected vertices (all of the model's vertices).
+        angles: the camera angles used for ``uv`` (to know the face's horizontal image axis).
+        landmark_indices: the model's static landmark vertices (contour ones: frontal vertex).
+        contour_landmarks: which landmark each line belongs to.
+        contour_lines: line vertices, padded with -1.
+
+    Returns:
+        Landmark vertex indices.
+
+    Shape:
+        uv: (B, V, 2); angles: (B, 3); landmark_indices: (68,); contour_landmarks: (C,);
+        contour_lines: (C, K) -> (B, 68).
+    """
+    check_shape(uv, ["B", "V", 2], "uv")
+    check_shape(angles, [uv.shape[0], 3], "angles")
+    B = uv.shape[0]
+    indices = landmark_indices.to(uv.device).expand(B, -1).clone()
+    if contour_lines.numel() == 0:
+        return indices
+    lines = contour_lines.to(uv.device)
+    valid = lines >= 0
+    # image direction of the model's +x axis: first column of F·R, flip F leaves x unchanged
+    axis = euler_to_rotation(angles)[:, :2, 0]  # (B, 2)
+    axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    line_uv = uv[:, lines.clamp_min(0)]  # (B, C, K, 2)
+    along = (line_uv * axis[:, None, None, :]).sum(-1)  # (B, C, K)
+    sign = torch.where(contour_landmarks.to(uv.device) < CHIN_LANDMARK, -1.0, 1.0).to(uv.dtype)
+    score = along * sign[None, :, None]
+    score = torch.where(valid[None], score, torch.full_like(score, -torch.inf))
+    best = score.argmax(-1)  # (B, C)
+    chosen = torch.gather(lines.expand(B, -1, -1), 2, best[..., None])[..., 0]
+    indices[:, contour_landmarks.to(uv.device)] = chosen
+    return indices

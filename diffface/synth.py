@@ -1,0 +1,105 @@
+"""Random scenes from a morphable model: face parameters, camera, lighting, and their landmarks.
+
+This is the ground-truth generator used by the demo, the tests and the synthetic benchmarks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .camera import perspective_project
+from .landmark_marching import march_contour_landmarks
+from .lighting import ambient_sh_coefficients
+from .morphable_model import MorphableModel
+from .params import FaceParameters
+
+
+@dataclass
+class SceneConfig:
+    """How random synthetic scenes are drawn.
+
+    Attributes:
+        image_size: square image side in pixels.
+        focal_px: focal length in pixels.
+        distance_mm: mean camera-to-face distance.
+        yaw_deg / pitch_deg / roll_deg: angles are drawn uniformly in ±these.
+        id_scale / exp_scale / tex_scale: σ multipliers for the model's priors.
+        landmark_noise_px: σ of the Gaussian noise added to 2D landmarks.
+        seed: random seed (the scene set is a pure function of the config and model).
+    """
+
+    image_size: int = 224
+    focal_px: float = 1000.0
+    distance_mm: float = 1100.0
+    yaw_deg: float = 45.0
+    pitch_deg: float = 15.0
+    roll_deg: float = 10.0
+    id_scale: float = 1.0
+    exp_scale: float = 0.7
+    tex_scale: float = 1.0
+    landmark_noise_px: float = 2.0
+    seed: int = 0
+
+
+def sample_scenes(model: MorphableModel, batch: int, config: SceneConfig = SceneConfig()) -> FaceParameters:
+    """Draw ``batch`` random faces, poses, cameras and SH lights (all groups filled).
+
+    Shape:
+        -> FaceParameters with alpha_id (B, K_id), ..., beta (B, K_tex), sh (B, 27).
+    """
+    g = torch.Generator().manual_seed(config.seed)
+    alpha_id, _, beta = model.sample_coefficients(batch, config.id_scale, generator=g)
+    _, alpha_exp, _ = model.sample_coefficients(batch, config.exp_scale, generator=g)
+    beta = beta * config.tex_scale
+
+    def uniform(limit_deg: float) -> torch.Tensor:
+        return (torch.rand(batch, generator=g) * 2 - 1) * math.radians(limit_deg)
+
+    angles = torch.stack([uniform(config.pitch_deg), uniform(config.yaw_deg), uniform(config.roll_deg)], -1)
+    half = config.image_size / 2
+    translation = torch.stack([
+        torch.randn(batch, generator=g) * 10,
+        torch.randn(batch, generator=g) * 10,
+        config.distance_mm * (1 + 0.05 * torch.randn(batch, generator=g)),
+    ], -1)
+    sh = torch.cat([
+        ambient_sh_coefficients(1, ambient=float(0.6 + 0.4 * torch.rand(1, generator=g)),
+                                direction=tuple((torch.randn(3, generator=g) * torch.tensor([1.0, 1.0, 0.3])
+                                                 + torch.tensor([0, 0, 1.0])).tolist()),
+                                directional=float(0.5 * torch.rand(1, generator=g)))
+        for _ in range(batch)
+    ])
+    device = model.mean_shape.device
+    return FaceParameters(
+        alpha_id=alpha_id, alpha_exp=alpha_exp, translation=translation, angles=angles,
+        focal=torch.full((batch, 1), config.focal_px), principal_point=torch.full((batch, 2), half),
+        beta=beta, sh=sh,
+    ).to(device)
+
+
+def project_landmarks(model: MorphableModel, params: FaceParameters,
+                      vertices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """2D landmarks of faces (contour landmarks marched to the silhouette).
+
+    Returns:
+        ``(landmarks_2d, landmark_vertex_indices)``.
+
+    Shape:
+        -> (B, 68, 2), (B, 68).
+    """
+    if vertices is None:
+        vertices = model.shape(params.alpha_id, params.alpha_exp)
+    uv, _ = perspective_project(vertices, params.angles, params.translation, params.focal, params.principal_point)
+    indices = march_contour_landmarks(uv, params.angles, model.landmark_indices, model.contour_landmarks,
+                                      model.contour_lines)
+    return torch.gather(uv, 1, indices[..., None].expand(-1, -1, 2)), indices
+
+
+def noisy_landmarks(landmarks_2d: torch.Tensor, noise_px: float, seed: int = 0) -> torch.Tensor:
+    """Add isotropic Gaussian noise of σ ``noise_px``. Shape: (B, 68, 2) -> (B, 68, 2)."""
+    g = torch.Generator().manual_seed(seed + 1)
+    noise = torch.randn(landmarks_2d.shape, generator=g, dtype=landmarks_2d.dtype) * noise_px
+    return landmarks_2d + noise.to(landmarks_2d.device)

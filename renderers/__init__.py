@@ -1,0 +1,1 @@
+"""diffface.renderers: differentiable rendering layers (installed as ``diffface.renderers``)."""

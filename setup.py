@@ -1,0 +1,59 @@
+"""Packaging for diffface.
+
+``renderers/``, ``fitting/`` and ``networks/`` live at the repository top level (the user's
+layout) and are installed as ``diffface.renderers``, ``diffface.fitting`` and
+``diffface.networks`` through ``package_dir``.
+"""
+
+from setuptools import find_packages, setup
+
+TOP_LEVEL_SUBPACKAGES = ("renderers", "fitting", "networks")
+
+
+def _packages():
+    packages = [p for p in find_packages(include=["diffface", "diffface.*"])]
+    package_dir = {"diffface": "diffface"}
+    for sub in TOP_LEVEL_SUBPACKAGES:
+        packages.append(f"diffface.{sub}")
+        package_dir[f"diffface.{sub}"] = sub
+        for nested in find_packages(where=sub):
+            packages.append(f"diffface.{sub}.{nested}")
+            package_dir[f"diffface.{sub}.{nested}"] = f"{sub}/{nested.replace('.', '/')}"
+    return packages, package_dir
+
+
+PACKAGES, PACKAGE_DIR = _packages()
+
+setup(
+    name="diffface",
+    version="0.1.0",
+    description="Monocular 3D face reconstruction around a differentiable renderer",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=PACKAGES,
+    package_dir=PACKAGE_DIR,
+    install_requires=[
+        "torch>=2.1",
+        "numpy>=1.23",
+        "scipy>=1.9",
+        "kornia>=0.7",
+        "tensorboard>=2.12",
+        "tqdm>=4.60",
+        "pyyaml>=6.0",
+        "pillow>=9.0",
+    ],
+    extras_require={
+        "formats": ["h5py>=3.0"],
+        "eos": ["eos-py>=1.4"],
+        "landmarks": ["face-alignment>=1.4", "dlib-bin>=19.24"],
+        "export": ["onnx>=1.15", "onnxruntime>=1.17"],
+        "pytorch3d": ["pipablepytorch3d==0.7.6"],
+        "dev": ["pytest>=7", "h5py>=3.0", "eos-py>=1.4"],
+    },
+    entry_points={"console_scripts": ["diffface=diffface.cli.main:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+)
