@@ -54,6 +54,31 @@ def euler_to_rotation(angles: torch.Tensor) -> torch.Tensor:
     return torch.stack([row0, row1, row2], -2)
 
 
+def euler_to_rotation_jacobian(angles: torch.Tensor) -> torch.Tensor:
+    """Derivatives of :func:`euler_to_rotation` with respect to ``(φ, γ, θ)``.
+
+    Returns ``J`` with ``J[..., k, :, :] = ∂R / ∂angles[k]`` (used by analytic Gauss–Newton fitting).
+
+    Shape:
+        angles: (*, 3) -> (*, 3, 3, 3).
+    """
+    check_shape(angles, ["*", 3], "angles")
+    phi, gamma, theta = angles.unbind(-1)
+    zero, one = torch.zeros_like(phi), torch.ones_like(phi)
+
+    def mat(rows):
+        return torch.stack([torch.stack(r, -1) for r in rows], -2)
+
+    cp, sp, cg, sg, ct, st = phi.cos(), phi.sin(), gamma.cos(), gamma.sin(), theta.cos(), theta.sin()
+    rx = mat([[one, zero, zero], [zero, cp, -sp], [zero, sp, cp]])
+    ry = mat([[cg, zero, sg], [zero, one, zero], [-sg, zero, cg]])
+    rz = mat([[ct, -st, zero], [st, ct, zero], [zero, zero, one]])
+    drx = mat([[zero, zero, zero], [zero, -sp, -cp], [zero, cp, -sp]])
+    dry = mat([[-sg, zero, cg], [zero, zero, zero], [-cg, zero, -sg]])
+    drz = mat([[-st, -ct, zero], [ct, -st, zero], [zero, zero, zero]])
+    return torch.stack([rz @ ry @ drx, rz @ dry @ rx, drz @ ry @ rx], -3)
+
+
 def rotation_to_euler(rotation: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`euler_to_rotation`, with yaw ``γ`` in [-π/2, π/2].
 

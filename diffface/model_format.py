@@ -195,9 +195,18 @@ def save_model_npz(model: MorphableModelData, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
-        np.savez(fh, header=np.array(json.dumps(header)), **arrays)
+        np.savez(fh, header=np.array(json.dumps(header, default=_json_default)), **arrays)
     tmp.replace(path)
     return path
+
+
+def _json_default(value):
+    """Let metadata hold numpy scalars and arrays."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"metadata value of type {type(value).__name__} cannot be stored in a model file")
 
 
 def is_canonical_npz(path: str | Path) -> bool:

@@ -1,7 +1,9 @@
 """Stage 1 of the method: fit pose, identity and expression to 68 2D landmarks.
 
-``E1 = E_lands + r_id · E_reg,id + r_exp · E_reg,exp`` with ``E_lands = (1/68) Σ ‖L − P_L‖²`` (pixels²)
-and Gaussian priors ``E_reg = Σ (α/σ)²``. Each round optimises one parameter group at a time
+``E1 = E_lands + r_id · E_reg,id + r_exp · E_reg,exp`` with ``E_lands = Σ_68 ‖(L − P_L) / s‖²`` in
+normalised image coordinates (``s`` = half the image's larger side, so the image spans [-1, 1]; with
+this scale the method's weights r_id = 0.001, r_exp = 0.1 act like a landmark noise of a few pixels
+at 224 px) and Gaussian priors ``E_reg = Σ (α/σ)²``. Each round optimises one parameter group at a time
 (pose, then identity, then expression) with batched Levenberg–Marquardt steps; each sample keeps its
 own damping, so one bad sample never slows or spoils the others. Contour landmarks march along the
 model's parallel lines to the current silhouette before every step.
@@ -15,9 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.func import jacrev, vmap
 
-from diffface.camera import perspective_project
+from diffface.camera import euler_to_rotation, euler_to_rotation_jacobian, perspective_project
 from diffface.checks import check_finite, check_shape
 from diffface.landmark_marching import march_contour_landmarks
 from diffface.morphable_model import MorphableModel
@@ -96,12 +97,53 @@ def initial_parameters(model: MorphableModel, landmarks_2d: torch.Tensor, image_
                           principal_point=principal.clone())
 
 
-def _residuals(pose, a_id, a_exp, mean_lm, id_lm, exp_lm, target, weight, focal, pp, id_std, exp_std, r_id, r_exp):
-    """Residuals of one sample whose squared sum is E1. pose = (angles, translation) (6,)."""
-    verts = mean_lm + (id_lm @ a_id).reshape(-1, 3) + (exp_lm @ a_exp).reshape(-1, 3)
-    uv, _ = perspective_project(verts[None], pose[None, :3], pose[None, 3:], focal[None], pp[None])
-    land = ((uv[0] - target) * weight[:, None]).reshape(-1)
-    return torch.cat([land, (r_id ** 0.5) * a_id / id_std, (r_exp ** 0.5) * a_exp / exp_std])
+@dataclass
+class _LandmarkTerms:
+    """Residuals and analytic Jacobians of the landmark term for one set of landmark vertices.
+
+    Shape:
+        residual: (B, 2L); jac_pose: (B, 2L, 6) (angles, translation); jac_id: (B, 2L, K_id);
+        jac_exp: (B, 2L, K_exp).
+    """
+
+    residual: torch.Tensor
+    jac_pose: torch.Tensor
+    jac_id: torch.Tensor
+    jac_exp: torch.Tensor
+
+
+def _landmark_terms(pose, a_id, a_exp, mean_lm, id_lm, exp_lm, target, weight, focal, pp, need_jacobian=True):
+    """Weighted reprojection residuals ``w·(π(F·R·X + t) − L)`` and their derivatives.
+
+    Shape:
+        pose: (B, 6); a_id: (B, K_id); a_exp: (B, K_exp); mean_lm: (B, L, 3);
+        id_lm: (B, L, 3, K_id); exp_lm: (B, L, 3, K_exp); target: (B, L, 2); weight: (B, L).
+    """
+    flip = torch.tensor([1.0, -1.0, -1.0], dtype=pose.dtype, device=pose.device)
+    points = mean_lm + torch.einsum("blck,bk->blc", id_lm, a_id) + torch.einsum("blck,bk->blc", exp_lm, a_exp)
+    rotation = euler_to_rotation(pose[:, :3]) * flip[:, None]  # F·R, (B, 3, 3)
+    cam = points @ rotation.transpose(1, 2) + pose[:, None, 3:]
+    z = cam[..., 2].clamp_min(1e-6)
+    f = focal[:, None, 0]
+    uv = f[..., None] * cam[..., :2] / z[..., None] + pp[:, None]
+    residual = ((uv - target) * weight[..., None]).reshape(pose.shape[0], -1)
+    if not need_jacobian:
+        return _LandmarkTerms(residual, None, None, None)
+    # d(uv)/d(cam): (B, L, 2, 3), pre-multiplied by the weight
+    wf = (weight * f / z)
+    zeros = torch.zeros_like(z)
+    d_proj = torch.stack([
+        torch.stack([wf, zeros, -wf * cam[..., 0] / z], -1),
+        torch.stack([zeros, wf, -wf * cam[..., 1] / z], -1),
+    ], -2)
+    d_rot = euler_to_rotation_jacobian(pose[:, :3]) * flip[:, None]  # (B, 3, 3, 3): F·dR/dangle_k
+    d_cam_angles = torch.einsum("bkij,blj->blik", d_rot, points)  # (B, L, 3, 3)
+    jac_angles = d_proj @ d_cam_angles  # (B, L, 2, 3)
+    jac_pose = torch.cat([jac_angles, d_proj], -1).reshape(pose.shape[0], -1, 6)
+    d_proj_rot = d_proj @ rotation[:, None]  # (B, L, 2, 3)
+    jac_id = torch.einsum("blpc,blck->blpk", d_proj_rot, id_lm).reshape(pose.shape[0], -1, id_lm.shape[-1])
+    jac_exp = torch.einsum("blpc,blck->blpk", d_proj_rot, exp_lm).reshape(pose.shape[0], -1, exp_lm.shape[-1])
+    return _LandmarkTerms(residual, jac_pose, jac_id, jac_exp)
 
 
 def fit_landmarks(model: MorphableModel, landmarks_2d: torch.Tensor, image_size: tuple[int, int],
@@ -128,7 +170,7 @@ def fit_landmarks(model: MorphableModel, landmarks_2d: torch.Tensor, image_size:
     if not present.any(-1).all():
         raise ValueError("landmarks_2d: some samples have no usable landmark at all")
     target = torch.where(present[..., None], landmarks_2d, torch.zeros_like(landmarks_2d))
-    weight = present.to(landmarks_2d.dtype) / present.sum(-1, keepdim=True).clamp_min(1).sqrt()
+    weight = present.to(landmarks_2d.dtype) / (max(image_size) / 2)
     params = init if init is not None else initial_parameters(model, landmarks_2d, image_size, config.focal_px)
     for name in ("translation", "angles", "focal"):
         check_finite(getattr(params, name), f"initial {name}")
@@ -139,15 +181,9 @@ def fit_landmarks(model: MorphableModel, landmarks_2d: torch.Tensor, image_size:
     focal, pp = params.focal.detach(), params.principal_point.detach()
     id_basis = model.id_basis.reshape(-1, 3, K_id)
     exp_basis = model.exp_basis.reshape(-1, 3, K_exp)
+    prior_weight = {"identity": (config.r_id ** 0.5) / model.id_std, "expression": (config.r_exp ** 0.5) / model.exp_std}
     damping = torch.full((B,), config.initial_damping, dtype=pose.dtype, device=pose.device)
-    arg_of = {"pose": 0, "identity": 1, "expression": 2}
     history = []
-
-    def gather(indices):
-        mean_lm = model.mean_shape[indices]
-        id_lm = id_basis[indices].reshape(B, -1, K_id)
-        exp_lm = exp_basis[indices].reshape(B, -1, K_exp)
-        return mean_lm, id_lm, exp_lm
 
     def lm_indices(pose, a_id, a_exp):
         if not config.march_contour:
@@ -157,52 +193,56 @@ def fit_landmarks(model: MorphableModel, landmarks_2d: torch.Tensor, image_size:
         return march_contour_landmarks(uv, pose[:, :3], model.landmark_indices.clamp_min(0),
                                        model.contour_landmarks, model.contour_lines)
 
-    batched_res = vmap(_residuals, in_dims=(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None, None, None, None))
+    def gathered(indices):
+        return model.mean_shape[indices], id_basis[indices], exp_basis[indices], target, weight, focal, pp
 
-    def energy_of(variables, data):
-        r = batched_res(*variables, *data, model.id_std, model.exp_std, config.r_id, config.r_exp)
-        return (r ** 2).sum(-1), r
+    def energy(variables, data):
+        pose_, a_id_, a_exp_ = variables
+        terms = _landmark_terms(pose_, a_id_, a_exp_, *data, need_jacobian=False)
+        land = terms.residual.pow(2).sum(-1)
+        return land + (a_id_ * prior_weight["identity"]).pow(2).sum(-1) + \
+            (a_exp_ * prior_weight["expression"]).pow(2).sum(-1), land
 
     for round_index in range(config.rounds):
         for group in GROUPS:
             if (group == "expression" and K_exp == 0) or (group == "identity" and K_id == 0):
                 continue
+            g = GROUPS.index(group)
             for _ in range(config.steps_per_group):
-                indices = lm_indices(pose, a_id, a_exp)
-                data = (*gather(indices), target, weight, focal, pp)
+                data = gathered(lm_indices(pose, a_id, a_exp))
                 variables = [pose, a_id, a_exp]
-                energy, r = energy_of(variables, data)
-                g = arg_of[group]
-                jac = vmap(jacrev(_residuals, argnums=g),
-                           in_dims=(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None, None, None, None))(
-                    *variables, *data, model.id_std, model.exp_std, config.r_id, config.r_exp)
+                terms = _landmark_terms(pose, a_id, a_exp, *data)
+                current, _ = energy(variables, data)
+                jac = (terms.jac_pose, terms.jac_id, terms.jac_exp)[g]
                 jtj = jac.transpose(1, 2) @ jac
-                jtr = (jac.transpose(1, 2) @ r[..., None])[..., 0]
+                jtr = (jac.transpose(1, 2) @ terms.residual[..., None])[..., 0]
+                if group != "pose":  # the group's Gaussian prior residuals: sqrt(r)·c/σ
+                    pw = prior_weight[group]
+                    jtj = jtj + torch.diag_embed(pw.pow(2).expand(B, -1))
+                    jtr = jtr + pw.pow(2) * variables[g]
                 diag = torch.diagonal(jtj, dim1=1, dim2=2)
                 for _attempt in range(4):
                     system = jtj + torch.diag_embed(damping[:, None] * diag + 1e-9)
                     step = torch.linalg.solve(system, -jtr[..., None])[..., 0]
                     trial = list(variables)
                     trial[g] = variables[g] + step
-                    trial_energy, _ = energy_of(trial, data)
-                    better = torch.isfinite(trial_energy) & (trial_energy < energy)
+                    trial_energy, _ = energy(trial, data)
+                    better = torch.isfinite(trial_energy) & (trial_energy < current)
                     variables[g] = torch.where(better[:, None], trial[g], variables[g])
-                    energy = torch.where(better, trial_energy, energy)
+                    current = torch.where(better, trial_energy, current)
                     damping = torch.where(better, damping * 0.3, damping * 10).clamp(1e-7, 1e7)
                     if better.all():
                         break
                 pose, a_id, a_exp = variables
-        history.append(energy.detach().clone())
+        history.append(current.detach().clone())
         if progress is not None:
-            progress(round_index, energy)
+            progress(round_index, current)
 
     indices = lm_indices(pose, a_id, a_exp)
-    data = (*gather(indices), target, weight, focal, pp)
-    energy, r = energy_of([pose, a_id, a_exp], data)
-    n_land = r.shape[1] - K_id - K_exp
+    final, landmark_energy = energy([pose, a_id, a_exp], gathered(indices))
     result_params = FaceParameters(alpha_id=a_id, alpha_exp=a_exp, translation=pose[:, 3:], angles=pose[:, :3],
                                    focal=focal.clone(), principal_point=pp.clone())
     id_prior = (a_id / model.id_std).pow(2).sum(-1)
-    exp_prior = (a_exp / model.exp_std).pow(2).sum(-1) if K_exp else torch.zeros_like(energy)
-    return LandmarkFitResult(params=result_params, energy=energy, landmark_energy=(r[:, :n_land] ** 2).sum(-1),
+    exp_prior = (a_exp / model.exp_std).pow(2).sum(-1) if K_exp else torch.zeros_like(final)
+    return LandmarkFitResult(params=result_params, energy=final, landmark_energy=landmark_energy,
                              id_prior=id_prior, exp_prior=exp_prior, landmark_indices=indices, history=history)

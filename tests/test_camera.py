@@ -127,3 +127,12 @@ def test_camera_module_overrides(device):
     torch.testing.assert_close(uv2, uv1 * 2)
     with pytest.raises(ValueError, match="focal"):
         PerspectiveCamera()(pts, angles=torch.zeros(1, 3), translation=torch.zeros(1, 3))
+
+
+def test_rotation_jacobian_matches_autograd():
+    from diffface.camera import euler_to_rotation_jacobian
+
+    angles = torch.randn(4, 3, dtype=torch.float64)
+    auto = torch.autograd.functional.jacobian(lambda a: euler_to_rotation(a), angles)  # (4,3,3,4,3)
+    auto = torch.stack([auto[b, :, :, b, :] for b in range(4)]).permute(0, 3, 1, 2)
+    torch.testing.assert_close(euler_to_rotation_jacobian(angles), auto)

@@ -1,0 +1,76 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from diffface.cli.main import COMMANDS, main
+
+
+def test_top_level_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert name in out
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert "usage: diffface " + command in capsys.readouterr().out
+
+
+def test_python_dash_m_works():
+    result = subprocess.run([sys.executable, "-m", "diffface", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "convert-model" in result.stdout
+
+
+def test_model_info_builtin_json(capsys):
+    assert main(["model-info", "builtin", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["landmarks"] == 68 and info["vertices"] >= 5000
+    assert (info["id_dims"], info["exp_dims"], info["tex_dims"]) == (80, 29, 80)
+    assert info["faces"] > 0
+
+
+def test_convert_builtin_then_info(tmp_path, capsys):
+    out = tmp_path / "builtin.npz"
+    assert main(["convert-model", "builtin", "--out", str(out), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["model-info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["vertices"] >= 5000 and info["landmarks"] == 68
+
+
+def test_convert_shared_surrey_model(shared_data, tmp_path, capsys):
+    out = tmp_path / "sfm.npz"
+    assert main(["convert-model", str(shared_data / "sfm" / "sfm_3448.npz"), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["model-info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info == {**info, "vertices": 3448, "faces": 6736, "id_dims": 63, "exp_dims": 6, "tex_dims": 0,
+                    "landmarks": 68}
+
+
+def test_bad_model_file_gives_one_clear_line(tmp_path, capsys):
+    bad = tmp_path / "broken.npz"
+    bad.write_bytes(b"garbage")
+    assert main(["model-info", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "broken.npz" in err and "Traceback" not in err
+
+
+def test_demo_writes_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--n", "4", "--rounds", "3", "--json"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["num_faces"] == report["num_faces"] == 4
+    assert (out / "fits.png").stat().st_size > 1000 and (out / "config.json").is_file()
+    fit, base = report["landmark_fit"], report["mean_shape_baseline"]
+    assert fit["rms_px_vs_clean"] < 5.0
+    assert fit["vertex_error_mm_mean"] < base["vertex_error_mm_mean"]
