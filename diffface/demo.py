@@ -1,9 +1,10 @@
 """``diffface demo``: the main job on the built-in model, offline, in a minute on a CPU.
 
 What exists so far runs end to end: synthesise faces with ground truth (random identity,
-expression, albedo, SH lighting, pose), project their landmarks (contour landmarks marched to
-the silhouette) with pixel noise, fit the morphable model to the landmarks (the method's stage 1),
-and write a report comparing the fit with the ground truth and the mean-shape baseline.
+expression, albedo, SH lighting, pose) and render them over random backgrounds with the
+differentiable renderer, take their landmarks (contour landmarks marched to the silhouette) with
+pixel noise, fit the morphable model to the landmarks (the method's stage 1), render the fits, and
+write a report comparing the fit with the ground truth and the mean-shape baseline.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 from tqdm import tqdm
 
-from .camera import perspective_project
-from .geometry import vertex_normals
-from .lighting import sh_shading
+from .landmark_io import write_pts
 from .morphable_model import load_morphable_model
-from .report_images import draw_landmark_panel, save_panel_grid, to_numpy
-from .synth import SceneConfig, noisy_landmarks, project_landmarks, sample_scenes
+from .report_images import overlay_landmarks, save_panel_grid, to_numpy, to_uint8_image
+from .synth import SceneConfig, noisy_landmarks, project_landmarks, random_backgrounds, sample_scenes
 
 
 @dataclass
@@ -43,12 +43,14 @@ def normalized_vertex_error(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tenso
 
 
 def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), show_progress: bool = True) -> dict:
-    """Run the demo and write ``report.json``, ``report.md``, ``config.json`` and ``fits.png`` to ``out_dir``.
+    """Run the demo and write ``report.json``, ``report.md``, ``config.json``, ``fits.png`` and the
+    synthetic photos with their ``.pts`` landmarks (``images/``) to ``out_dir``.
 
     Returns:
         The report as a dict.
     """
-    from diffface.fitting import LandmarkFitConfig, fit_landmarks  # the fitting subpackage is optional here
+    from diffface.fitting import LandmarkFitConfig, fit_landmarks
+    from diffface.renderers import FaceRenderer
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,6 +63,16 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), show_progre
     true_vertices = model.shape(truth.alpha_id, truth.alpha_exp)
     clean_2d, _ = project_landmarks(model, truth, true_vertices)
     observed_2d = noisy_landmarks(clean_2d, config.scene.landmark_noise_px, seed=config.scene.seed)
+    size = config.scene.image_size
+    renderer = FaceRenderer(model, size, backend="builtin")
+    backgrounds = random_backgrounds(config.num_faces, size, seed=config.scene.seed).to(device)
+    with torch.no_grad():
+        photos = renderer(truth, backgrounds).images.clamp(0, 1)  # (B, H, W, 3)
+    image_dir = out / "images"
+    image_dir.mkdir(exist_ok=True)
+    for i in range(config.num_faces):
+        Image.fromarray(to_uint8_image(photos[i])).save(image_dir / f"face_{i:04d}.png")
+        write_pts(image_dir / f"face_{i:04d}.pts", to_numpy(observed_2d[i]))
 
     bar = tqdm(total=config.fit_rounds, desc="landmark fitting", unit="round", disable=not show_progress)
     fit_started = time.perf_counter()
@@ -95,19 +107,22 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), show_progre
             "normalized_error_d_median": float(normalized_vertex_error(mean_vertices, true_vertices).median()),
         },
         "seconds_total": None,
-        "outputs": ["report.json", "report.md", "config.json", "fits.png"],
+        "outputs": ["report.json", "report.md", "config.json", "fits.png", "images/"],
     }
 
     n_preview = min(config.preview_faces, config.num_faces)
-    normals = vertex_normals(fitted_vertices[:n_preview], model.triangles)
-    shaded = sh_shading(model.albedo(batch=n_preview), normals, truth.sh[:n_preview])
-    uv, depth = perspective_project(fitted_vertices[:n_preview], fit.params.angles[:n_preview],
-                                    fit.params.translation[:n_preview], fit.params.focal[:n_preview],
-                                    fit.params.principal_point[:n_preview])
-    panels = [draw_landmark_panel(config.scene.image_size, to_numpy(uv[i]), to_numpy(shaded[i]), to_numpy(depth[i]),
-                                  [(to_numpy(observed_2d[i]), (80, 255, 80)), (to_numpy(fitted_2d[i]), (255, 60, 60))])
-              for i in range(n_preview)]
-    save_panel_grid(panels, out / "fits.png")
+    preview = fit.params.index(slice(0, n_preview))
+    # stage 1 estimates shape and pose only: show the fit with the mean albedo under the true light
+    preview.beta = torch.zeros(n_preview, model.tex_dims, device=device)
+    preview.sh = truth.sh[:n_preview]
+    with torch.no_grad():
+        fitted_photos = renderer(preview, photos[:n_preview].permute(0, 3, 1, 2)).images
+    panels = []
+    for i in range(n_preview):
+        panels.append(overlay_landmarks(to_uint8_image(photos[i]), [(to_numpy(observed_2d[i]), (80, 255, 80)),
+                                                                     (to_numpy(fitted_2d[i]), (255, 60, 60))]))
+        panels.append(Image.fromarray(to_uint8_image(fitted_photos[i])))
+    save_panel_grid(panels, out / "fits.png", columns=4)
     report["seconds_total"] = time.perf_counter() - started
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(_markdown(report))
@@ -130,7 +145,8 @@ def _markdown(report: dict) -> str:
         f"| landmark fit | {fit['vertex_error_mm_mean']:.2f} | {fit['normalized_error_d_median']:.3f} | "
         f"{fit['rms_px_vs_clean']:.2f} |",
         "",
-        f"Landmark fitting ran at {fit['images_per_s']:.1f} images/s. `fits.png`: fitted faces (projected vertices "
-        "shaded with the true lighting), observed landmarks in green, fitted landmarks in red.",
+        f"Landmark fitting ran at {fit['images_per_s']:.1f} images/s. `fits.png`: pairs of (synthetic photo with "
+        "observed landmarks in green and fitted landmarks in red, fitted face rendered over it with the mean albedo "
+        "and the true lighting). `images/`: the photos with their `.pts` landmarks.",
         "",
     ])

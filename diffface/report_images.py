@@ -1,4 +1,4 @@
-"""Small pictures for reports: projected faces with their landmarks, drawn with Pillow."""
+"""Small pictures for reports: images with landmark overlays, tiled into grids (Pillow)."""
 
 from __future__ import annotations
 
@@ -9,31 +9,23 @@ import torch
 from PIL import Image, ImageDraw
 
 
-def draw_landmark_panel(size: int, points_uv: np.ndarray, point_rgb: np.ndarray, point_depth: np.ndarray,
-                        landmark_sets: list[tuple[np.ndarray, tuple[int, int, int]]]) -> Image.Image:
-    """One panel: the face's projected vertices (painter's order, far first) and landmark sets.
+def to_uint8_image(image: torch.Tensor) -> np.ndarray:
+    """A float image in [0, 1] to uint8. Shape: (H, W, 3) or (3, H, W) -> (H, W, 3)."""
+    if image.ndim == 3 and image.shape[0] == 3 and image.shape[-1] != 3:
+        image = image.permute(1, 2, 0)
+    return (image.detach().cpu().clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
 
-    Shape:
-        points_uv: (V, 2) px; point_rgb: (V, 3) in [0, 1]; point_depth: (V,);
-        each landmark set: ((68, 2) px, RGB colour).
-    """
-    canvas = np.full((size, size, 3), 24, dtype=np.uint8)
-    order = np.argsort(-point_depth)
-    uv = np.round(points_uv[order]).astype(int)
-    rgb = (np.clip(point_rgb[order], 0, 1) * 255).astype(np.uint8)
-    inside = (uv[:, 0] >= 0) & (uv[:, 0] < size) & (uv[:, 1] >= 0) & (uv[:, 1] < size)
-    for du in (0, 1):
-        for dv in (0, 1):
-            u = np.clip(uv[inside, 0] + du, 0, size - 1)
-            v = np.clip(uv[inside, 1] + dv, 0, size - 1)
-            canvas[v, u] = rgb[inside]
-    image = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(image)
+
+def overlay_landmarks(image: np.ndarray, landmark_sets: list[tuple[np.ndarray, tuple[int, int, int]]],
+                      radius: float = 1.5) -> Image.Image:
+    """Draw landmark sets (each ``((N, 2) px, RGB)``) on an ``(H, W, 3)`` uint8 image."""
+    picture = Image.fromarray(image)
+    draw = ImageDraw.Draw(picture)
     for landmarks, colour in landmark_sets:
-        for x, y in landmarks:
+        for x, y in np.asarray(landmarks, dtype=np.float64):
             if np.isfinite(x) and np.isfinite(y):
-                draw.ellipse([x - 1.5, y - 1.5, x + 1.5, y + 1.5], outline=colour)
-    return image
+                draw.ellipse([x - radius, y - radius, x + radius, y + radius], outline=colour)
+    return picture
 
 
 def save_panel_grid(panels: list[Image.Image], path: str | Path, columns: int = 4) -> Path:

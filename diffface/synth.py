@@ -103,3 +103,22 @@ def noisy_landmarks(landmarks_2d: torch.Tensor, noise_px: float, seed: int = 0) 
     g = torch.Generator().manual_seed(seed + 1)
     noise = torch.randn(landmarks_2d.shape, generator=g, dtype=landmarks_2d.dtype) * noise_px
     return landmarks_2d + noise.to(landmarks_2d.device)
+
+
+def random_backgrounds(batch: int, image_size: int, seed: int = 0) -> torch.Tensor:
+    """Smooth random backgrounds: a colour gradient plus low-frequency blotches, values in [0, 1].
+
+    Shape:
+        -> (B, 3, H, W).
+    """
+    g = torch.Generator().manual_seed(seed + 2)
+    ramp = torch.linspace(0, 1, image_size)
+    rows, cols = torch.meshgrid(ramp, ramp, indexing="ij")
+    start, end = torch.rand(batch, 3, 1, 1, generator=g), torch.rand(batch, 3, 1, 1, generator=g)
+    angle = torch.rand(batch, 1, 1, generator=g) * 2 * math.pi
+    t = (cols * angle.cos() + rows * angle.sin() - (angle.cos().clamp(max=0) + angle.sin().clamp(max=0)))
+    t = (t / (angle.cos().abs() + angle.sin().abs()))[:, None]
+    base = start + (end - start) * t
+    blotches = torch.nn.functional.interpolate(torch.rand(batch, 3, 4, 4, generator=g) - 0.5, size=image_size,
+                                               mode="bicubic", align_corners=True)
+    return (base + 0.3 * blotches).clamp(0, 1)
