@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .camera import perspective_project
+from .camera import MODEL_TO_CAMERA_FLIP, euler_to_rotation, perspective_project
 from .landmark_marching import march_contour_landmarks
 from .lighting import ambient_sh_coefficients
 from .morphable_model import MorphableModel
@@ -72,6 +72,10 @@ def sample_scenes(model: MorphableModel, batch: int, config: SceneConfig = Scene
                                 directional=float(0.5 * torch.rand(1, generator=g)))
         for _ in range(batch)
     ])
+    # place the model's centroid (not its origin) at the drawn offset, whatever the model's origin
+    centroid = model.mean_shape.mean(0).cpu()
+    rotated = (euler_to_rotation(angles) @ centroid) * torch.tensor(MODEL_TO_CAMERA_FLIP)
+    translation = translation - rotated
     device = model.mean_shape.device
     return FaceParameters(
         alpha_id=alpha_id, alpha_exp=alpha_exp, translation=translation, angles=angles,

@@ -185,13 +185,23 @@ def fit_landmarks(model: MorphableModel, landmarks_2d: torch.Tensor, image_size:
     damping = torch.full((B,), config.initial_damping, dtype=pose.dtype, device=pose.device)
     history = []
 
+    # marching only needs the contour lines' vertices: evaluate and project just those
+    line_vertices, local_lines = torch.unique(model.contour_lines.clamp_min(0), return_inverse=True)
+    local_lines = torch.where(model.contour_lines >= 0, local_lines, torch.full_like(local_lines, -1))
+    static = model.landmark_indices.clamp_min(0)
+
     def lm_indices(pose, a_id, a_exp):
-        if not config.march_contour:
-            return model.landmark_indices.clamp_min(0).expand(B, -1)
-        verts = model.shape(a_id, a_exp)
+        if not config.march_contour or model.contour_lines.numel() == 0:
+            return static.expand(B, -1)
+        verts = (model.mean_shape[line_vertices] + torch.einsum("vck,bk->bvc", id_basis[line_vertices], a_id)
+                 + torch.einsum("vck,bk->bvc", exp_basis[line_vertices], a_exp))
         uv, _ = perspective_project(verts, pose[:, :3], pose[:, 3:], focal, pp)
-        return march_contour_landmarks(uv, pose[:, :3], model.landmark_indices.clamp_min(0),
-                                       model.contour_landmarks, model.contour_lines)
+        local = march_contour_landmarks(uv, pose[:, :3], torch.zeros_like(static), model.contour_landmarks,
+                                        local_lines)
+        chosen = line_vertices[local[:, model.contour_landmarks]]
+        indices = static.expand(B, -1).clone()
+        indices[:, model.contour_landmarks] = chosen
+        return indices
 
     def gathered(indices):
         return model.mean_shape[indices], id_basis[indices], exp_basis[indices], target, weight, focal, pp

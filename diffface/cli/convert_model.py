@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from ..model_format import save_model_npz
 from .output import print_figures
+
+LOADER_OPTIONS = ("landmarks", "contours", "expression", "expression_std", "expression_index", "expression_mean",
+                  "triangles", "param_stats", "scale_to_mm")
 
 
 def add_parser(sub) -> None:
@@ -24,6 +28,17 @@ def add_parser(sub) -> None:
     p.add_argument("--contours", type=Path, default=None, help="eos-style model contour .json")
     p.add_argument("--expression", type=Path, default=None,
                    help="expression model to add (e.g. Deep3DFaceRecon's Exp_Pca.bin, eos blendshapes .bin)")
+    p.add_argument("--expression-std", type=Path, default=None,
+                   help="bfm2009: per-mode σ of the expression basis (Deep3DFaceRecon's std_exp.txt)")
+    p.add_argument("--expression-index", type=Path, default=None,
+                   help="bfm2009: expression-to-BFM vertex map (Deep3DFaceRecon's BFM_exp_idx.mat)")
+    p.add_argument("--expression-mean", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfm2009/bfm2017: add the expression model's mean to the shape mean")
+    p.add_argument("--triangles", type=Path, default=None, help="3ddfa: triangle file (3DDFA_V2 configs/tri.pkl)")
+    p.add_argument("--param-stats", type=Path, default=None,
+                   help="3ddfa: parameter statistics giving the priors' σ (3DDFA's param_mean_std .pkl)")
+    p.add_argument("--scale-to-mm", type=float, default=None,
+                   help="override the unit conversion of the source (factor from its units to millimetres)")
     p.add_argument("--json", action="store_true", help="print the converted model's figures as JSON")
     p.set_defaults(func=run)
 
@@ -36,9 +51,8 @@ def run(args) -> int:
     else:
         from ..loaders import load_any_model
 
-        options = {k: v for k, v in (("landmarks", args.landmarks), ("contours", args.contours),
-                                     ("expression", args.expression)) if v is not None}
-        data = load_any_model(args.source, format=args.format, **options)
+        options = {name: getattr(args, name) for name in LOADER_OPTIONS}
+        data = load_any_model(args.source, format=args.format, **options)  # options left None are ignored
     out = save_model_npz(data, args.out)
     figures = {"out": str(out), **data.info()}
     print_figures(figures, args.json, title=f"converted {args.source}")

@@ -74,3 +74,20 @@ def test_demo_writes_report(tmp_path, capsys):
     fit, base = report["landmark_fit"], report["mean_shape_baseline"]
     assert fit["rms_px_vs_clean"] < 5.0
     assert fit["vertex_error_mm_mean"] < base["vertex_error_mm_mean"]
+
+
+def test_convert_eos_bin_with_blendshapes_passes_options(shared_data, tmp_path, capsys):
+    pytest.importorskip("eos")
+    sfm = shared_data / "sfm"
+    out = tmp_path / "eos.npz"
+    assert main(["convert-model", str(sfm / "sfm_shape_3448.bin"), "--expression",
+                 str(sfm / "expression_blendshapes_3448.bin"), "--out", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["exp_dims"] == 6 and info["id_dims"] == 63 and info["landmarks"] == 68
+
+
+def test_option_that_does_not_apply_is_refused(shared_data, tmp_path, capsys):
+    code = main(["convert-model", str(shared_data / "sfm" / "sfm_3448.npz"), "--triangles", "tri.pkl",
+                 "--out", str(tmp_path / "x.npz")])
+    assert code == 2
+    assert "triangles" in capsys.readouterr().err
