@@ -8,7 +8,9 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= demo_out
 PYTEST_ARGS ?= -q
 
-.PHONY: install demo test clean
+P3D_VENV ?= .venv-p3d
+
+.PHONY: install demo test test-pytorch3d bench clean
 
 $(VENV)/.installed: setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +27,18 @@ demo: install
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+# PyTorch3D parity (own venv: Python 3.11, torch 2.2.2, pipablepytorch3d 0.7.6; ~5 GB of wheels)
+$(P3D_VENV)/.installed: tools/setup_pytorch3d_env.sh setup.py pyproject.toml
+	tools/setup_pytorch3d_env.sh $(P3D_VENV)
+	touch $@
+
+test-pytorch3d: $(P3D_VENV)/.installed
+	DIFFFACE_REQUIRE_PYTORCH3D=1 $(P3D_VENV)/bin/python -m pytest $(PYTEST_ARGS) tests/renderers/test_pytorch3d_parity.py
+	$(P3D_VENV)/bin/python benchmarks/bench_render.py --quick
+
+bench: install
+	$(PY) benchmarks/bench_render.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info $(DEMO_OUT)

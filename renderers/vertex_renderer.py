@@ -1,0 +1,105 @@
+"""The method's texture term needs no rasterizer: shade every vertex (SH on albedo and normal),
+sample the target image at every projected vertex, mask by normal visibility, and compare both in
+the model's UV frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffface.camera import PerspectiveCamera, project_points
+from diffface.checks import check_shape
+from diffface.lighting import sh_shading
+
+from .mesh_renderer import lighting_frame_normals
+from .uv_frame import UVFrame
+
+
+def sample_image_at_points(image: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear samples of ``image`` at pixel coordinates (pixel centres at integers, OpenCV).
+
+    Returns:
+        ``(samples, inside)``: sampled values (zero outside) and whether each point lies inside.
+
+    Shape:
+        image: (B, C, H, W); points: (B, N, 2) as (u, v) -> (B, N, C), (B, N) bool.
+    """
+    check_shape(image, ["B", "C", "H", "W"], "image")
+    check_shape(points, [image.shape[0], "N", 2], "points")
+    H, W = image.shape[-2:]
+    scale = torch.tensor([2.0 / max(W - 1, 1), 2.0 / max(H - 1, 1)], dtype=points.dtype, device=points.device)
+    grid = (points * scale - 1)[:, :, None, :].to(image.dtype)
+    samples = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    inside = (points[..., 0] >= 0) & (points[..., 0] <= W - 1) & (points[..., 1] >= 0) & (points[..., 1] <= H - 1)
+    return samples[..., 0].transpose(1, 2), inside
+
+
+def normal_visibility(points_camera: torch.Tensor, normals_camera: torch.Tensor) -> torch.Tensor:
+    """Front-facing test: a vertex is visible if its normal points toward the camera centre.
+
+    Shape:
+        points_camera: (B, V, 3); normals_camera: (B, V, 3) -> (B, V) bool.
+    """
+    check_shape(points_camera, ["B", "V", 3], "points_camera")
+    check_shape(normals_camera, ["B", "V", 3], "normals_camera")
+    return (normals_camera * -points_camera).sum(-1) > 0
+
+
+@dataclass(frozen=True)
+class VertexRenderOutput:
+    """Everything the texture term compares.
+
+    Shape:
+        rendered_uv, target_uv: (B, 3, S, S); mask_uv: (B, 1, S, S) float in {0, 1};
+        vertex_colors, sampled_colors: (B, V, 3); visible: (B, V) bool; uv_points: (B, V, 2).
+    """
+
+    rendered_uv: torch.Tensor
+    target_uv: torch.Tensor
+    mask_uv: torch.Tensor
+    vertex_colors: torch.Tensor
+    sampled_colors: torch.Tensor
+    visible: torch.Tensor
+    uv_points: torch.Tensor
+
+
+class VertexRenderer(nn.Module):
+    """Per-vertex SH shading and image sampling, compared in a fixed-size UV image.
+
+    Args:
+        uv: (V, 2) the model's UV coordinates; faces: (F, 3); uv_size: UV image side;
+        camera: default camera (parameters overridable per call).
+
+    Shape:
+        forward(vertices (B, V, 3), albedo (B, V, 3), sh (B, 27), image (B, 3, H, W), **camera)
+        -> VertexRenderOutput.
+    """
+
+    def __init__(self, uv: torch.Tensor, faces: torch.Tensor, uv_size: int = 128,
+                 camera: PerspectiveCamera | None = None):
+        super().__init__()
+        self.uv_frame = UVFrame(uv, faces, uv_size)
+        self.register_buffer("faces", faces.long())
+        self.camera = camera if camera is not None else PerspectiveCamera()
+
+    def forward(self, vertices: torch.Tensor, albedo: torch.Tensor, sh: torch.Tensor, image: torch.Tensor,
+                **camera) -> VertexRenderOutput:
+        params = self.camera._resolve(**camera)
+        points_camera = self.camera.world_to_camera(vertices, **camera)
+        points = project_points(points_camera, params["focal"], params["principal_point"])
+        normals = lighting_frame_normals(vertices, self.faces, params["angles"])
+        flip = torch.tensor([1.0, -1.0, -1.0], dtype=normals.dtype, device=normals.device)
+        visible = normal_visibility(points_camera, normals * flip)
+        vertex_colors = sh_shading(albedo, normals, sh)
+        sampled, inside = sample_image_at_points(image, points)
+        usable = (visible & inside).to(vertex_colors.dtype)[..., None]
+        # a texel counts only if all three of its triangle's vertices are usable
+        mask = (self.uv_frame(usable) > 1 - 1e-4).to(vertex_colors.dtype) * self.uv_frame.mask.to(vertex_colors.dtype)
+        return VertexRenderOutput(
+            rendered_uv=self.uv_frame(vertex_colors), target_uv=self.uv_frame(sampled.to(vertex_colors.dtype)),
+            mask_uv=mask, vertex_colors=vertex_colors, sampled_colors=sampled, visible=visible, uv_points=points,
+        )
