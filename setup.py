@@ -46,10 +46,11 @@ setup(
     extras_require={
         "formats": ["h5py>=3.0"],
         "eos": ["eos-py>=1.4"],
-        "landmarks": ["face-alignment>=1.4", "dlib-bin>=19.24"],
+        "landmarks": ["face-alignment>=1.4", "dlib-bin>=19.24", "face-recognition-models>=0.3"],
         "export": ["onnx>=1.15", "onnxruntime>=1.17"],
         "pytorch3d": ["pipablepytorch3d==0.7.6"],
-        "dev": ["pytest>=7", "h5py>=3.0", "eos-py>=1.4"],
+        "dev": ["pytest>=7", "h5py>=3.0", "eos-py>=1.4", "face-alignment>=1.4", "dlib-bin>=19.24",
+                "face-recognition-models>=0.3"],
     },
     entry_points={"console_scripts": ["diffface=diffface.cli.main:main"]},
     classifiers=[

@@ -35,6 +35,30 @@ def shared_data() -> Path:
     return data
 
 
+OPTIONAL_ENV = "DIFFFACE_REQUIRE_OPTIONAL"
+
+
+@pytest.fixture(scope="session")
+def optional_import():
+    """``optional_import(module, install)``: import an optional backend, or skip saying how to install it.
+
+    With ``DIFFFACE_REQUIRE_OPTIONAL=1`` (CI, which installs the dev extras) a missing backend fails
+    instead, so a broken install cannot pass as a skip.
+    """
+    import importlib
+
+    def load(module: str, install: str):
+        try:
+            return importlib.import_module(module)
+        except ImportError as exc:
+            reason = f"{module} is not installed ({install}): {exc}"
+            if os.environ.get(OPTIONAL_ENV) == "1":
+                pytest.fail(f"{OPTIONAL_ENV}=1 but {reason}")
+            pytest.skip(reason)
+
+    return load
+
+
 @pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
 def dtype(request) -> torch.dtype:
     return request.param

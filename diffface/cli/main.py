@@ -13,6 +13,7 @@ COMMANDS = {
     "demo": "demo",
     "model-info": "model_info",
     "convert-model": "convert_model",
+    "landmarks": "landmarks",
 }
 
 

@@ -1,0 +1,31 @@
+"""68-point iBUG landmarks from three sources, and square face crops.
+
+* :class:`FANDetector` (face-alignment, the method's detector; weights from a local file or cache),
+* :class:`DlibDetector` (dlib's HOG detector + 68-point predictor, offline),
+* :class:`AnnotationDetector` (``.pts`` / ``.npy`` / ``.json`` files beside the images),
+
+all behind :class:`LandmarkDetector` (``detect`` → every :class:`FaceDetection` of an image,
+``detect_batch`` → ``(N, 68, 2)`` landmarks and ``(N, 4)`` boxes); :func:`crop_faces` cuts square
+crops and returns the :class:`CropTransform` that moves landmarks and intrinsics with them.
+Heavy backends are imported only when their class is built.
+"""
+
+from .annotations import (AnnotationDetector, annotation_path, read_landmark_file, write_landmarks_json,
+                          write_landmarks_npy)
+from .batch import LandmarkJobConfig, landmark_images
+from .crop import CropTransform, FaceCropper, boxes_from_landmarks, crop_faces, crop_transform, square_boxes
+from .detection import (FaceDetection, LandmarkDetector, NoFaceError, NUM_LANDMARKS, box_from_landmarks,
+                        check_rgb_image, largest_face, select_faces)
+from .fan import FANDetector, WeightsNotFoundError
+from .dlib_detector import DlibDetector
+from .factory import DETECTORS, make_detector
+from .images import ImageReadError, list_images, read_image
+
+__all__ = [
+    "AnnotationDetector", "CropTransform", "DETECTORS", "DlibDetector", "FANDetector", "WeightsNotFoundError",
+    "check_rgb_image", "FaceCropper", "FaceDetection",
+    "ImageReadError", "LandmarkDetector", "LandmarkJobConfig", "NUM_LANDMARKS", "NoFaceError", "annotation_path",
+    "box_from_landmarks", "boxes_from_landmarks", "crop_faces", "crop_transform", "landmark_images", "largest_face",
+    "list_images", "make_detector", "read_image", "read_landmark_file", "select_faces", "square_boxes",
+    "write_landmarks_json", "write_landmarks_npy",
+]
