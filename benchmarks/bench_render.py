@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import resource
 import statistics
 import subprocess
@@ -27,6 +26,7 @@ import sys
 import time
 
 import torch
+from bench_output import add_output_arguments, emit
 
 from diffface.builtin_geometry import build_face_grid
 from diffface.camera import perspective_project
@@ -213,8 +213,7 @@ def print_table(result: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--json-out", metavar="PATH", help="also write the JSON object to PATH")
+    add_output_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="fewer repeats (under a minute)")
     parser.add_argument("--no-pytorch3d", action="store_true", help="skip PyTorch3D even when it imports")
     parser.add_argument("--p3d-images", type=int, default=2,
@@ -227,13 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     with_pytorch3d = pytorch3d_available() and not args.no_pytorch3d
     p3d_images = 1 if args.quick else args.p3d_images
     result = run(args.quick, p3d_images, with_pytorch3d)
-    if args.json_out:
-        with open(args.json_out, "w") as handle:
-            json.dump(result, handle, indent=1)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print_table(result)
+    emit(result, args, print_table)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from diffface.camera import euler_to_rotation, euler_to_rotation_jacobian, perspective_project
+from diffface.camera import MODEL_TO_CAMERA_FLIP, euler_to_rotation, euler_to_rotation_jacobian
 from diffface.checks import check_finite, check_shape
-from diffface.landmark_marching import march_contour_landmarks
+from diffface.landmark_marching import CHIN_LANDMARK
 from diffface.morphable_model import MorphableModel
 from diffface.params import FaceParameters
 
@@ -97,53 +97,103 @@ def initial_parameters(model: MorphableModel, landmarks_2d: torch.Tensor, image_
                           principal_point=principal.clone())
 
 
+MAX_DAMPING_TRIES = 4
+
+
 @dataclass
-class _LandmarkTerms:
-    """Residuals and analytic Jacobians of the landmark term for one set of landmark vertices.
+class _LandmarkRows:
+    """The rows of the model that stage 1 ever touches: the landmark vertices and the contour lines.
+
+    Everything per step is computed on these ``Vc`` candidate vertices only (a few hundred), never
+    on the full mesh; per-sample landmark vertices are local indices into them.
 
     Shape:
-        residual: (B, 2L); jac_pose: (B, 2L, 6) (angles, translation); jac_id: (B, 2L, K_id);
-        jac_exp: (B, 2L, K_exp).
+        vertices: (Vc,) model vertex of each candidate; mean: (1, 3·Vc); basis_t: (K_id + K_exp, 3·Vc);
+        id_basis: (Vc, 3, K_id); exp_basis: (Vc, 3, K_exp); static: (68,) local landmark vertices;
+        contour_landmarks: (C,); lines: (C, K) local line vertices (padding clamped to 0);
+        line_penalty: (C, K) 0 on the lines, -inf on the padding; side: (C, 1) -1 left of the chin, +1 right.
     """
 
-    residual: torch.Tensor
-    jac_pose: torch.Tensor
-    jac_id: torch.Tensor
-    jac_exp: torch.Tensor
+    vertices: torch.Tensor
+    mean: torch.Tensor
+    basis_t: torch.Tensor
+    id_basis: torch.Tensor
+    exp_basis: torch.Tensor
+    static: torch.Tensor
+    contour_landmarks: torch.Tensor
+    lines: torch.Tensor
+    line_penalty: torch.Tensor
+    side: torch.Tensor
+
+    @staticmethod
+    def build(model: MorphableModel, march: bool, dtype: torch.dtype) -> "_LandmarkRows":
+        static = model.landmark_indices.clamp_min(0)
+        lines = model.contour_lines if march else model.contour_lines[:0]
+        vertices, local = torch.unique(torch.cat([static, lines.clamp_min(0).flatten()]), return_inverse=True)
+        V, Vc, K_id, K_exp = model.num_vertices, vertices.shape[0], model.id_dims, model.exp_dims
+        id_basis = model.id_basis.reshape(V, 3, K_id)[vertices].to(dtype)
+        exp_basis = model.exp_basis.reshape(V, 3, K_exp)[vertices].to(dtype)
+        basis_t = torch.cat([id_basis, exp_basis], -1).reshape(3 * Vc, K_id + K_exp).T.contiguous()
+        penalty = torch.zeros(lines.shape, dtype=dtype, device=vertices.device)
+        return _LandmarkRows(
+            vertices=vertices, mean=model.mean_shape[vertices].to(dtype).reshape(1, -1), basis_t=basis_t,
+            id_basis=id_basis, exp_basis=exp_basis, static=local[:68],
+            contour_landmarks=model.contour_landmarks if march else model.contour_landmarks[:0],
+            lines=local[68:].reshape(lines.shape), line_penalty=penalty.masked_fill(lines < 0, -torch.inf),
+            side=torch.where(model.contour_landmarks[:lines.shape[0]] < CHIN_LANDMARK, -1.0, 1.0).to(dtype)[:, None])
+
+    def points(self, a_id: torch.Tensor, a_exp: torch.Tensor) -> torch.Tensor:
+        """Model-space candidate vertices. Shape: (B, K_id), (B, K_exp) -> (B, Vc, 3)."""
+        coefficients = torch.cat([a_id, a_exp], -1)
+        return torch.addmm(self.mean, coefficients, self.basis_t).view(a_id.shape[0], -1, 3)
+
+    def march(self, cam: torch.Tensor, rotation: torch.Tensor, focal: torch.Tensor, pp: torch.Tensor) -> torch.Tensor:
+        """Local landmark vertices with the contour landmarks on the silhouette.
+
+        The same rule as :func:`diffface.landmark_marching.march_contour_landmarks` (the reference the
+        tests compare with), on the projected line vertices only.
+
+        Shape:
+            cam: (B, Vc, 3) camera-space candidates; rotation: (B, 3, 3) ``R`` (unflipped) -> (B, 68).
+        """
+        B = cam.shape[0]
+        local = self.static.expand(B, -1)
+        if self.lines.numel() == 0:
+            return local
+        line_cam = cam[:, self.lines]  # (B, C, K, 3)
+        uv = focal[:, None, None] * line_cam[..., :2] / _depth(line_cam)[..., None] + pp[:, None, None]
+        axis = rotation[:, :2, 0]
+        axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        score = (uv * axis[:, None, None]).sum(-1) * self.side + self.line_penalty
+        chosen = torch.gather(self.lines.expand(B, -1, -1), 2, score.argmax(-1, keepdim=True))[..., 0]
+        local = local.clone()
+        local[:, self.contour_landmarks] = chosen
+        return local
 
 
-def _landmark_terms(pose, a_id, a_exp, mean_lm, id_lm, exp_lm, target, weight, focal, pp, need_jacobian=True):
-    """Weighted reprojection residuals ``w·(π(F·R·X + t) − L)`` and their derivatives.
+def _depth(cam: torch.Tensor) -> torch.Tensor:
+    return cam[..., 2].clamp_min(1e-6)
 
-    Shape:
-        pose: (B, 6); a_id: (B, K_id); a_exp: (B, K_exp); mean_lm: (B, L, 3);
-        id_lm: (B, L, 3, K_id); exp_lm: (B, L, 3, K_exp); target: (B, L, 2); weight: (B, L).
-    """
-    flip = torch.tensor([1.0, -1.0, -1.0], dtype=pose.dtype, device=pose.device)
-    points = mean_lm + torch.einsum("blck,bk->blc", id_lm, a_id) + torch.einsum("blck,bk->blc", exp_lm, a_exp)
-    rotation = euler_to_rotation(pose[:, :3]) * flip[:, None]  # F·R, (B, 3, 3)
-    cam = points @ rotation.transpose(1, 2) + pose[:, None, 3:]
-    z = cam[..., 2].clamp_min(1e-6)
-    f = focal[:, None, 0]
-    uv = f[..., None] * cam[..., :2] / z[..., None] + pp[:, None]
-    residual = ((uv - target) * weight[..., None]).reshape(pose.shape[0], -1)
-    if not need_jacobian:
-        return _LandmarkTerms(residual, None, None, None)
-    # d(uv)/d(cam): (B, L, 2, 3), pre-multiplied by the weight
-    wf = (weight * f / z)
-    zeros = torch.zeros_like(z)
-    d_proj = torch.stack([
-        torch.stack([wf, zeros, -wf * cam[..., 0] / z], -1),
-        torch.stack([zeros, wf, -wf * cam[..., 1] / z], -1),
-    ], -2)
-    d_rot = euler_to_rotation_jacobian(pose[:, :3]) * flip[:, None]  # (B, 3, 3, 3): F·dR/dangle_k
-    d_cam_angles = torch.einsum("bkij,blj->blik", d_rot, points)  # (B, L, 3, 3)
-    jac_angles = d_proj @ d_cam_angles  # (B, L, 2, 3)
-    jac_pose = torch.cat([jac_angles, d_proj], -1).reshape(pose.shape[0], -1, 6)
-    d_proj_rot = d_proj @ rotation[:, None]  # (B, L, 2, 3)
-    jac_id = torch.einsum("blpc,blck->blpk", d_proj_rot, id_lm).reshape(pose.shape[0], -1, id_lm.shape[-1])
-    jac_exp = torch.einsum("blpc,blck->blpk", d_proj_rot, exp_lm).reshape(pose.shape[0], -1, exp_lm.shape[-1])
-    return _LandmarkTerms(residual, jac_pose, jac_id, jac_exp)
+
+def _residuals(cam, target, weight, focal, pp):
+    """Weighted reprojection residuals ``w·(π(X_cam) − L)``. Shape: cam (B, L, 3) -> (B, L, 2)."""
+    uv = focal[:, None] * cam[..., :2] / _depth(cam)[..., None] + pp[:, None]
+    return (uv - target) * weight[..., None]
+
+
+def _projection_jacobian(cam, weight, focal):
+    """``d(w·uv)/d(X_cam)`` per landmark. Shape: cam (B, L, 3); weight (B, L); focal (B, 1) -> (B, L, 2, 3)."""
+    z = _depth(cam)
+    scale = (weight * focal / z)[..., None, None]
+    q = (cam[..., :2] / z[..., None])[..., None]  # (B, L, 2, 1)
+    eye = torch.eye(2, 3, dtype=cam.dtype, device=cam.device)
+    last = torch.tensor([0.0, 0.0, 1.0], dtype=cam.dtype, device=cam.device)
+    return scale * (eye - q * last)
+
+
+def _camera_rotation(angles: torch.Tensor, flip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    rotation = euler_to_rotation(angles)
+    return rotation, rotation * flip[:, None]  # R and F·R
 
 
 def fit_landmarks(model: MorphableModel, landmarks_2d: torch.Tensor, image_size: tuple[int, int],
@@ -169,90 +219,137 @@ def fit_landmarks(model: MorphableModel, landmarks_2d: torch.Tensor, image_size:
     present = torch.isfinite(landmarks_2d).all(-1) & model.landmark_mask[None]
     if not present.any(-1).all():
         raise ValueError("landmarks_2d: some samples have no usable landmark at all")
+    dtype = landmarks_2d.dtype
     target = torch.where(present[..., None], landmarks_2d, torch.zeros_like(landmarks_2d))
-    weight = present.to(landmarks_2d.dtype) / (max(image_size) / 2)
+    weight = present.to(dtype) / (max(image_size) / 2)
     params = init if init is not None else initial_parameters(model, landmarks_2d, image_size, config.focal_px)
     for name in ("translation", "angles", "focal"):
         check_finite(getattr(params, name), f"initial {name}")
 
     B, K_id, K_exp = landmarks_2d.shape[0], model.id_dims, model.exp_dims
-    pose = torch.cat([params.angles, params.translation], -1).detach().clone()
-    a_id, a_exp = params.alpha_id.detach().clone(), params.alpha_exp.detach().clone()
-    focal, pp = params.focal.detach(), params.principal_point.detach()
-    id_basis = model.id_basis.reshape(-1, 3, K_id)
-    exp_basis = model.exp_basis.reshape(-1, 3, K_exp)
-    prior_weight = {"identity": (config.r_id ** 0.5) / model.id_std, "expression": (config.r_exp ** 0.5) / model.exp_std}
-    damping = torch.full((B,), config.initial_damping, dtype=pose.dtype, device=pose.device)
+    pose = torch.cat([params.angles, params.translation], -1).detach().to(dtype).clone()
+    a_id, a_exp = params.alpha_id.detach().to(dtype).clone(), params.alpha_exp.detach().to(dtype).clone()
+    focal, pp = params.focal.detach().to(dtype), params.principal_point.detach().to(dtype)
+    march = config.march_contour and model.contour_lines.numel() > 0
+    rows = _LandmarkRows.build(model, march, dtype)
+    flip = torch.tensor(MODEL_TO_CAMERA_FLIP, dtype=dtype, device=pose.device)
+    prior_weight = {"identity": ((config.r_id ** 0.5) / model.id_std).to(dtype),
+                    "expression": ((config.r_exp ** 0.5) / model.exp_std).to(dtype)}
+    group_basis = {"identity": rows.id_basis, "expression": rows.exp_basis}
+    damping = torch.full((B,), config.initial_damping, dtype=dtype, device=pose.device)
+    # energies are sums of 136 squares: below this relative change, a decrease is rounding
+    precision = 64 * torch.finfo(dtype).eps
     history = []
 
-    # marching only needs the contour lines' vertices: evaluate and project just those
-    line_vertices, local_lines = torch.unique(model.contour_lines.clamp_min(0), return_inverse=True)
-    local_lines = torch.where(model.contour_lines >= 0, local_lines, torch.full_like(local_lines, -1))
-    static = model.landmark_indices.clamp_min(0)
+    def linearise(pose, a_id, a_exp, group):
+        """March, then the landmarks' model and camera points and, for ``group``, the Jacobian of the
+        weighted landmark residuals, with F·R and the group's landmark basis rows.
 
-    def lm_indices(pose, a_id, a_exp):
-        if not config.march_contour or model.contour_lines.numel() == 0:
-            return static.expand(B, -1)
-        verts = (model.mean_shape[line_vertices] + torch.einsum("vck,bk->bvc", id_basis[line_vertices], a_id)
-                 + torch.einsum("vck,bk->bvc", exp_basis[line_vertices], a_exp))
-        uv, _ = perspective_project(verts, pose[:, :3], pose[:, 3:], focal, pp)
-        local = march_contour_landmarks(uv, pose[:, :3], torch.zeros_like(static), model.contour_landmarks,
-                                        local_lines)
-        chosen = line_vertices[local[:, model.contour_landmarks]]
-        indices = static.expand(B, -1).clone()
-        indices[:, model.contour_landmarks] = chosen
-        return indices
+        Shape: -> local (B, 68), cam and model points (B, 68, 3), F·R (B, 3, 3), basis rows
+        (B, 68, 3, K) or None, Jacobian (B, 136, K) or None."""
+        rotation, cam_rotation = _camera_rotation(pose[:, :3], flip)
+        points = rows.points(a_id, a_exp)
+        cam = points @ cam_rotation.transpose(1, 2) + pose[:, None, 3:]
+        local = rows.march(cam, rotation, focal, pp) if march else rows.static.expand(B, -1)
+        gather = local[..., None].expand(-1, -1, 3)
+        cam_lm, points_lm = cam.gather(1, gather), points.gather(1, gather)
+        if group is None:
+            return local, cam_lm, points_lm, cam_rotation, None, None
+        projection = _projection_jacobian(cam_lm, weight, focal)  # (B, 68, 2, 3)
+        if group == "pose":  # d(F·R·X)/dangle_k = F·dR/dangle_k·X; d/dt = I
+            d_rotation = euler_to_rotation_jacobian(pose[:, :3]) * flip[:, None]  # (B, k, i, j)
+            d_angles = (points_lm @ d_rotation.permute(0, 3, 2, 1).reshape(B, 3, 9)).view(B, 68, 3, 3)
+            basis_lm = None
+            jac = torch.cat([projection @ d_angles, projection], -1)
+        else:  # d(F·R·X)/dα = F·R·A for the landmark rows A of the basis
+            basis_lm = group_basis[group][local]
+            jac = (projection @ cam_rotation[:, None]) @ basis_lm
+        return local, cam_lm, points_lm, cam_rotation, basis_lm, jac.reshape(B, 136, -1)
 
-    def gathered(indices):
-        return model.mean_shape[indices], id_basis[indices], exp_basis[indices], target, weight, focal, pp
-
-    def energy(variables, data):
-        pose_, a_id_, a_exp_ = variables
-        terms = _landmark_terms(pose_, a_id_, a_exp_, *data, need_jacobian=False)
-        land = terms.residual.pow(2).sum(-1)
-        return land + (a_id_ * prior_weight["identity"]).pow(2).sum(-1) + \
-            (a_exp_ * prior_weight["expression"]).pow(2).sum(-1), land
+    def prior(a, group):
+        return (a * prior_weight[group]).pow(2).sum(-1)
 
     for round_index in range(config.rounds):
-        for group in GROUPS:
+        for g, group in enumerate(GROUPS):
             if (group == "expression" and K_exp == 0) or (group == "identity" and K_id == 0):
                 continue
-            g = GROUPS.index(group)
             for _ in range(config.steps_per_group):
-                data = gathered(lm_indices(pose, a_id, a_exp))
-                variables = [pose, a_id, a_exp]
-                terms = _landmark_terms(pose, a_id, a_exp, *data)
-                current, _ = energy(variables, data)
-                jac = (terms.jac_pose, terms.jac_id, terms.jac_exp)[g]
-                jtj = jac.transpose(1, 2) @ jac
-                jtr = (jac.transpose(1, 2) @ terms.residual[..., None])[..., 0]
-                if group != "pose":  # the group's Gaussian prior residuals: sqrt(r)·c/σ
-                    pw = prior_weight[group]
-                    jtj = jtj + torch.diag_embed(pw.pow(2).expand(B, -1))
-                    jtr = jtr + pw.pow(2) * variables[g]
+                _, cam_lm, points_lm, cam_rotation, basis_lm, jac = linearise(pose, a_id, a_exp, group)
+                residual = _residuals(cam_lm, target, weight, focal, pp).reshape(B, -1, 1)
+                # one product gives JᵀJ and Jᵀr; the energy is summed like the trial energies below,
+                # so that a step is never accepted or rejected on rounding differences alone
+                normal = jac.transpose(1, 2) @ torch.cat([jac, residual], -1)
+                jtj, jtr, current = normal[..., :-1], normal[..., -1], residual.pow(2).sum((1, 2))
+                variable = (pose, a_id, a_exp)[g]
+                if group == "pose":
+                    fixed_prior = prior(a_id, "identity") + prior(a_exp, "expression")
+                    current = current + fixed_prior
+                else:  # the group's Gaussian prior residuals: sqrt(r)·c/σ
+                    fixed_prior = prior(a_exp, "expression") if group == "identity" else prior(a_id, "identity")
+                    current = current + fixed_prior + prior(variable, group)
+                    pw2 = prior_weight[group].pow(2)
+                    jtj = jtj + torch.diag_embed(pw2.expand(B, -1))
+                    jtr = jtr + pw2 * variable
                 diag = torch.diagonal(jtj, dim1=1, dim2=2)
-                for _attempt in range(4):
-                    system = jtj + torch.diag_embed(damping[:, None] * diag + 1e-9)
-                    step = torch.linalg.solve(system, -jtr[..., None])[..., 0]
-                    trial = list(variables)
-                    trial[g] = variables[g] + step
-                    trial_energy, _ = energy(trial, data)
-                    better = torch.isfinite(trial_energy) & (trial_energy < current)
-                    variables[g] = torch.where(better[:, None], trial[g], variables[g])
-                    current = torch.where(better, trial_energy, current)
-                    damping = torch.where(better, damping * 0.3, damping * 10).clamp(1e-7, 1e7)
-                    if better.all():
+
+                # per-sample LM: a sample whose step is rejected retries with 10x damping (up to
+                # MAX_DAMPING_TRIES solves); the others keep their step and stop, so no sample's
+                # path depends on the rest of the batch
+                chosen = None  # samples still trying; None: all of them
+                for _ in range(MAX_DAMPING_TRIES):
+                    pick = (lambda t: t) if chosen is None else (lambda t: t[chosen])  # noqa: E731
+                    system = pick(jtj) + torch.diag_embed(pick(damping)[:, None] * pick(diag) + 1e-9)
+                    factor, info = torch.linalg.cholesky_ex(system)
+                    step = torch.cholesky_solve(-pick(jtr)[..., None], factor)
+                    trial = pick(variable) + step[..., 0]
+                    if group == "pose":
+                        _, trial_rotation = _camera_rotation(trial[:, :3], flip)
+                        trial_cam = pick(points_lm) @ trial_rotation.transpose(1, 2) + trial[:, None, 3:]
+                        trial_prior = pick(fixed_prior)
+                    else:
+                        delta = (pick(basis_lm).view(step.shape[0], 204, -1) @ step).view(-1, 68, 3)
+                        trial_cam = pick(cam_lm) + delta @ pick(cam_rotation).transpose(1, 2)
+                        trial_prior = pick(fixed_prior) + prior(trial, group)
+                    trial_residual = _residuals(trial_cam, pick(target), pick(weight), pick(focal), pick(pp))
+                    trial_energy = trial_residual.pow(2).sum((1, 2)) + trial_prior
+                    before = pick(current)
+                    better = torch.isfinite(trial_energy) & (trial_energy < before) & (info == 0)
+                    accepted = torch.where(better[:, None], trial, pick(variable))
+                    new_energy = torch.where(better, trial_energy, before)
+                    new_damping = torch.where(better, pick(damping) * 0.3, pick(damping) * 10).clamp(1e-7, 1e7)
+                    if chosen is None:
+                        # a step predicted to lower the energy by less than its rounding error (a
+                        # sample at its minimum, to working precision) is rejected whatever the damping:
+                        # give such samples the damping of the remaining rejections without solving
+                        predicted = -(step[..., 0] * jtr).sum(-1)
+                        futile = ~better & ~(predicted > precision * before)
+                        new_damping = torch.where(futile, damping * 10 ** MAX_DAMPING_TRIES, new_damping).clamp(1e-7, 1e7)
+                        variable, current, damping = accepted, new_energy, new_damping
+                        retry = ~better & ~futile
+                    else:
+                        variable, current, damping = (t.index_copy(0, chosen, v) for t, v in
+                                                      ((variable, accepted), (current, new_energy), (damping, new_damping)))
+                        retry = torch.zeros(B, dtype=torch.bool, device=better.device).index_copy(0, chosen, ~better)
+                    if not retry.any():
                         break
-                pose, a_id, a_exp = variables
+                    chosen = retry.nonzero()[:, 0]
+                if group == "pose":
+                    pose = variable
+                elif group == "identity":
+                    a_id = variable
+                else:
+                    a_exp = variable
         history.append(current.detach().clone())
         if progress is not None:
             progress(round_index, current)
 
-    indices = lm_indices(pose, a_id, a_exp)
-    final, landmark_energy = energy([pose, a_id, a_exp], gathered(indices))
+    local, cam_lm, *_ = linearise(pose, a_id, a_exp, None)
+    landmark_energy = _residuals(cam_lm, target, weight, focal, pp).pow(2).sum((1, 2))
+    final = landmark_energy + prior(a_id, "identity") + prior(a_exp, "expression")
     result_params = FaceParameters(alpha_id=a_id, alpha_exp=a_exp, translation=pose[:, 3:], angles=pose[:, :3],
                                    focal=focal.clone(), principal_point=pp.clone())
     id_prior = (a_id / model.id_std).pow(2).sum(-1)
     exp_prior = (a_exp / model.exp_std).pow(2).sum(-1) if K_exp else torch.zeros_like(final)
     return LandmarkFitResult(params=result_params, energy=final, landmark_energy=landmark_energy,
-                             id_prior=id_prior, exp_prior=exp_prior, landmark_indices=indices, history=history)
+                             id_prior=id_prior, exp_prior=exp_prior, landmark_indices=rows.vertices[local],
+                             history=history)

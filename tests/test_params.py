@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from diffface.params import FaceParameters, ParamLayout, ParamNormalizer
+from diffface.params import ParamLayout, ParamNormalizer
 
 
 def test_method_layout_sizes():

@@ -14,6 +14,8 @@ COMMANDS = {
     "model-info": "model_info",
     "convert-model": "convert_model",
     "landmarks": "landmarks",
+    "fit": "fit",
+    "synth": "synth",
 }
 
 

@@ -82,3 +82,39 @@ def test_builtin_model_fit_beats_mean_shape_with_noisy_landmarks():
     assert (fit.params.angles[:, 1] - truth.angles[:, 1]).abs().mean() < math.radians(3)
     reprojected, _ = project_landmarks(model, fit.params, fitted)
     assert (reprojected - clean).pow(2).sum(-1).mean().sqrt() < 3.0
+
+
+def test_one_bad_sample_does_not_spoil_the_others(tiny_model_data):
+    model = MorphableModel(tiny_model_data)
+    truth = _truth(model, 3, seed=7)
+    target, _ = project_landmarks(model, truth)
+    target = target.double()
+    target[2] = target[2] * 1e4  # a wildly wrong detection
+    init = initial_parameters(model, target, (224, 224), 1000.0)
+    init.alpha_id[1] = float("nan")  # a diverged starting point
+    config = LandmarkFitConfig(rounds=4)
+    batch = fit_landmarks(model, target, (224, 224), config, init=init)
+    alone = fit_landmarks(model, target[:1], (224, 224), config, init=init.index(slice(0, 1)))
+    assert torch.isfinite(batch.energy[0]) and torch.isfinite(batch.params.angles[0]).all()
+    assert torch.isnan(batch.energy[1])
+    for name in ("alpha_id", "alpha_exp", "angles", "translation"):
+        assert torch.allclose(getattr(batch.params, name)[:1], getattr(alone.params, name), atol=1e-6), name
+    assert torch.equal(batch.landmark_indices[:1], alone.landmark_indices)
+
+
+def test_marched_landmarks_match_the_full_mesh_reference():
+    from diffface.camera import perspective_project
+    from diffface.landmark_marching import march_contour_landmarks
+    from diffface.morphable_model import load_morphable_model
+    from diffface.synth import SceneConfig, noisy_landmarks, sample_scenes
+
+    model = load_morphable_model("builtin")
+    truth = sample_scenes(model, 6, SceneConfig(seed=2))
+    clean, _ = project_landmarks(model, truth)
+    fit = fit_landmarks(model, noisy_landmarks(clean, 1.0, seed=2), (224, 224), LandmarkFitConfig(rounds=2))
+    p = fit.params
+    uv, _ = perspective_project(model.shape(p.alpha_id, p.alpha_exp), p.angles, p.translation, p.focal,
+                                p.principal_point)
+    reference = march_contour_landmarks(uv, p.angles, model.landmark_indices.clamp_min(0), model.contour_landmarks,
+                                        model.contour_lines)
+    assert (fit.landmark_indices == reference).float().mean() > 0.99

@@ -1,0 +1,78 @@
+"""``diffface fit``: fit the morphable model to a folder (or list file) of photos, resumably, on one or more ranks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .output import print_figures
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "fit", help="fit the model to a folder or list of photos (landmarks, then texture), resumable",
+        description="Fit every image of INPUT and write DIR/results/<image>.npz (parameters, fitted landmarks, "
+                    "energies per term, flags), DIR/log_rank<r>.jsonl, DIR/summary.json, DIR/config.yaml and "
+                    "DIR/tensorboard. Bad images are recorded with the reason and skipped; a re-run skips images "
+                    "already done. Several processes: torchrun --nproc_per_node=N -m diffface.cli.main fit ... "
+                    "Settings: defaults < --config YAML < the options below < --set key=value.")
+    p.add_argument("input", type=Path, help="folder of images, or a text file listing image paths (one a line, "
+                                            "relative to the list file's folder)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (a re-run into it resumes)")
+    p.add_argument("--model", help="builtin or a morphable-model file (default: builtin)")
+    p.add_argument("--landmarks", choices=["pts", "dlib", "fan", "auto"],
+                   help="landmark source: pts (annotations beside the images), dlib, fan, auto (default: pts)")
+    p.add_argument("--stages", help="landmarks or landmarks,texture (default: landmarks)")
+    p.add_argument("--config", type=Path, help="YAML file of FitJobConfig settings (e.g. a saved DIR/config.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, dotted keys, repeatable: --set texture.norm=l1 --set landmarks.rounds=3")
+    p.add_argument("--batch-size", type=int, help="images per batch (default: 32)")
+    p.add_argument("--workers", type=int, help="DataLoader workers reading and landmarking images (default: 2)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu; ranks use cuda:LOCAL_RANK)")
+    p.add_argument("--meshes", choices=["none", "obj", "ply"], help="also write DIR/meshes/<image>.obj or .ply")
+    p.add_argument("--annotations", type=Path, help="pts: folder of annotation files (default: beside the images)")
+    p.add_argument("--retry-failed", action="store_true", help="re-try images an earlier run recorded as bad")
+    p.add_argument("--no-tensorboard", action="store_true", help="do not write DIR/tensorboard")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON (and no progress bar)")
+    p.set_defaults(func=run)
+
+
+def resolve_config(args):
+    """The job's settings: defaults, then ``--config``, then the options given, then ``--set``."""
+    from diffface.fitting.fit_job import FitJobConfig
+
+    config = FitJobConfig.from_yaml(args.config) if args.config else FitJobConfig()
+    given = {"model": args.model, "detector": args.landmarks, "stages": args.stages, "batch_size": args.batch_size,
+             "num_workers": args.workers, "device": args.device, "save_meshes": args.meshes}
+    changes = {k: v for k, v in given.items() if v is not None}
+    if args.annotations:
+        changes["detector_options"] = {"annotation_dir": str(args.annotations)}
+    if args.retry_failed:
+        changes["retry_failed"] = True
+    if args.no_tensorboard:
+        changes["tensorboard"] = False
+    if args.json:
+        changes["progress"] = False
+    return FitJobConfig.from_dict(changes, config).with_overrides(args.overrides)
+
+
+def run(args) -> int:
+    from diffface.fitting.fit_job import run_fit_job
+
+    config = resolve_config(args)
+    figures = run_fit_job(args.input, args.out, config)
+    if figures.get("summary") is None:  # ranks other than 0 stay quiet
+        return 0
+    summary = figures["summary"]
+    out = {"images": summary["images"], "results": summary["results"], "failed": summary["failed"],
+           "fitted_now": sum(r["fitted"] for r in summary["ranks"]),
+           "skipped_done": sum(r["skipped"] for r in summary["ranks"]),
+           "images_per_s": figures["images_per_s"], "world_size": figures["world_size"],
+           **{f"energy/{k}": v for k, v in summary["energy_mean"].items()},
+           "out": str(args.out)}
+    if not args.json:
+        for failure in summary["failures"][:20]:
+            print(f"skipped: {failure['reason']}")
+        if len(summary["failures"]) > 20:
+            print(f"... and {len(summary['failures']) - 20} more in {Path(args.out) / 'summary.json'}")
+    print_figures(out, args.json, title="diffface fit")
+    return 0

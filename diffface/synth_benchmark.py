@@ -1,0 +1,548 @@
+"""``diffface synth``: a synthetic benchmark with ground truth that is hard enough to mean something.
+
+Each face is a random scene from the morphable model (:func:`diffface.synth.sample_scenes`, yaw up
+to ±60°) whose ground-truth mesh lies *outside* the model: the true model-space shape is
+midpoint-subdivided (a different topology, with more vertices and faces) and displaced along its
+normals by a smooth random field of about 0.5-1 mm (detail the model cannot represent). That mesh,
+not the model's, is rendered (per-pixel SH shading) over a random textured background, then random
+occluders, Gaussian blur and Gaussian image noise are applied. Landmarks are the projected true
+landmark vertices (contour landmarks marched to the silhouette) plus pixel noise.
+
+Output folder::
+
+    images/NAME.png, images/NAME.pts     the photo and its 68 landmarks (300W .pts, 1-based)
+    meshes/NAME.obj                      ground-truth mesh, model space, millimetres
+    meshes/NAME_landmarks.npy            (68, 3) the model's 68 landmark vertices on that mesh
+    params.npz                           true parameters of every face (see write_params_npz)
+    manifest.json                        config, model identity, mesh topology, one entry per face
+
+Subdivision appends the edge midpoints after the original vertices, so model vertex ``i`` is
+vertex ``i`` of the ground-truth mesh too (landmark indices carry over).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .geometry import vertex_normals
+from .landmark_io import write_pts
+from .mesh_io import write_obj
+from .morphable_model import MorphableModel, load_morphable_model
+from .params import FaceParameters
+from .report_images import to_uint8_image
+from .synth import SceneConfig, noisy_landmarks, project_landmarks, random_backgrounds, sample_scenes
+
+FORMAT_NAME = "diffface-synth"
+FORMAT_VERSION = 1
+
+
+STORED_DECIMALS_MM = 4  # ground-truth vertices are rounded to 0.1 µm when stored
+REFERENCE_IMAGE_SIZE = 224  # SceneConfig's default focal length frames the face at this size
+
+
+def benchmark_scene(image_size: int = REFERENCE_IMAGE_SIZE, seed: int = 0) -> SceneConfig:
+    """The benchmark's scenes: yaw up to ±60°, focal length scaled with the image size so that the
+    face fills the frame as it does at 224 px (``SceneConfig``'s focal length is for 224 px)."""
+    return SceneConfig(image_size=image_size, focal_px=SceneConfig.focal_px * image_size / REFERENCE_IMAGE_SIZE,
+                       yaw_deg=60.0, seed=seed)
+
+
+@dataclass
+class SynthBenchmarkConfig:
+    """How a synthetic benchmark is drawn (saved in its ``manifest.json``).
+
+    Image size and seed are ``scene.image_size`` and ``scene.seed``; the whole benchmark is a pure
+    function of this config and the model.
+
+    Attributes:
+        model: ``"builtin"`` or a model file.
+        num_faces: number of faces.
+        scene: poses, cameras, lighting, coefficient scales, landmark noise (:func:`benchmark_scene`:
+            yaw up to ±60°; build it with that function when changing the image size).
+        noise_std_max: image noise σ is drawn uniformly in ``[0, noise_std_max]`` (intensities in [0, 1]).
+        blur_sigma_max_px: Gaussian blur σ is drawn uniformly in ``[0, blur_sigma_max_px]`` pixels.
+        occluder_probability: chance that a face gets occluders (1 to ``max_occluders`` shapes).
+        max_occluders: most occluding rectangles/ellipses per face.
+        max_occluded_fraction: occluders hide at most this fraction of the rendered face's pixels.
+        subdivision_levels: rounds of midpoint subdivision of the ground-truth mesh (each: faces x4).
+        displacement_mm: the largest normal displacement of a face is drawn uniformly in this range.
+        displacement_wavelength_mm: wavelengths of the displacement's plane waves are drawn in this range.
+        displacement_waves: number of random plane waves summed into the displacement field.
+        batch_size: faces rendered at once.
+        device: ``"cpu"`` or ``"cuda"``.
+        backend: rasterizer backend (``"auto"``, ``"builtin"``, ``"pytorch3d"``).
+    """
+
+    model: str = "builtin"
+    num_faces: int = 32
+    scene: SceneConfig = field(default_factory=benchmark_scene)
+    noise_std_max: float = 0.03
+    blur_sigma_max_px: float = 1.5
+    occluder_probability: float = 0.5
+    max_occluders: int = 3
+    max_occluded_fraction: float = 0.2
+    subdivision_levels: int = 1
+    displacement_mm: tuple[float, float] = (0.5, 1.0)
+    displacement_wavelength_mm: tuple[float, float] = (10.0, 40.0)
+    displacement_waves: int = 12
+    batch_size: int = 8
+    device: str = "cpu"
+    backend: str = "auto"
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first setting out of range."""
+        checks = {
+            "num_faces": self.num_faces >= 1,
+            "scene.image_size": self.scene.image_size >= 16,
+            "noise_std_max": self.noise_std_max >= 0,
+            "blur_sigma_max_px": self.blur_sigma_max_px >= 0,
+            "occluder_probability": 0 <= self.occluder_probability <= 1,
+            "max_occluders": self.max_occluders >= 0,
+            "max_occluded_fraction": 0 <= self.max_occluded_fraction <= 1,
+            "subdivision_levels": self.subdivision_levels >= 0,
+            "displacement_mm": 0 <= self.displacement_mm[0] <= self.displacement_mm[1],
+            "displacement_wavelength_mm": 0 < self.displacement_wavelength_mm[0] <= self.displacement_wavelength_mm[1],
+            "displacement_waves": self.displacement_waves >= 1,
+            "batch_size": self.batch_size >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                value = getattr(self, name.split(".")[0])
+                raise ValueError(f"synthetic benchmark setting {name} is out of range: {value}")
+
+
+def sample_name(index: int) -> str:
+    """The file stem of face ``index`` (``face_0007``)."""
+    return f"face_{index:04d}"
+
+
+def face_seed(seed: int, index: int) -> int:
+    """A well-mixed seed for face ``index`` of a benchmark, so that each face is independent of batching."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+# -- ground-truth geometry ------------------------------------------------------------------------
+
+def midpoint_subdivision(faces: torch.Tensor, num_vertices: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split every triangle into four at its edge midpoints (topology only).
+
+    New vertex ``num_vertices + e`` is the midpoint of ``edges[e]``; the original vertices keep
+    their indices and the winding is kept.
+
+    Args:
+        faces: 0-based triangles.
+        num_vertices: number of vertices ``V`` the faces index.
+
+    Returns:
+        ``(edges, new_faces)``: the unique edges (sorted pairs) and the subdivided triangles.
+
+    Shape:
+        faces: (F, 3) -> edges (E, 2), new_faces (4F, 3).
+
+    Example:
+        >>> edges, faces4 = midpoint_subdivision(torch.tensor([[0, 1, 2]]), 3)
+        >>> edges.shape, faces4.shape
+        (torch.Size([3, 2]), torch.Size([4, 3]))
+    """
+    a, b, c = faces.unbind(1)
+    half_edges = torch.stack([torch.stack([a, b], 1), torch.stack([b, c], 1), torch.stack([c, a], 1)], 1)  # (F, 3, 2)
+    edges, inverse = torch.unique(half_edges.reshape(-1, 2).sort(dim=1).values, dim=0, return_inverse=True)
+    mid = inverse.reshape(-1, 3) + num_vertices  # midpoints of ab, bc, ca
+    ab, bc, ca = mid.unbind(1)
+    new_faces = torch.cat([torch.stack(t, 1) for t in ((a, ab, ca), (ab, b, bc), (ca, bc, c), (ab, bc, ca))])
+    return edges, new_faces
+
+
+def subdivide_attributes(values: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """Per-vertex values of a midpoint-subdivided mesh: the originals, then each edge's mean.
+
+    Shape:
+        values: (B, V, C); edges: (E, 2) -> (B, V + E, C).
+    """
+    return torch.cat([values, 0.5 * (values[:, edges[:, 0]] + values[:, edges[:, 1]])], 1)
+
+
+def smooth_displacement_field(points: torch.Tensor, amplitude_mm: torch.Tensor, wave_vectors: torch.Tensor,
+                              phases: torch.Tensor) -> torch.Tensor:
+    """A smooth random scalar field: a sum of plane waves scaled so its largest magnitude is ``amplitude_mm``.
+
+    Args:
+        points: where to evaluate it (model space, mm).
+        amplitude_mm: the field's largest absolute value over ``points``, per sample.
+        wave_vectors: angular wave vectors ``2π·direction / wavelength`` (rad/mm).
+        phases: wave phases (rad).
+
+    Shape:
+        points: (B, N, 3); amplitude_mm: (B,); wave_vectors: (B, K, 3); phases: (B, K) -> (B, N).
+    """
+    field_values = torch.sin(points @ wave_vectors.transpose(1, 2) + phases[:, None]).sum(-1)
+    peak = field_values.abs().amax(1, keepdim=True).clamp_min(1e-9)
+    return field_values / peak * amplitude_mm[:, None]
+
+
+def ground_truth_meshes(model: MorphableModel, params: FaceParameters, amplitude_mm: torch.Tensor,
+                        wave_vectors: torch.Tensor, phases: torch.Tensor,
+                        levels: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """True model-space meshes outside the model's span: subdivided, then displaced along the normals.
+
+    Args:
+        model: the morphable model.
+        params: the true parameters (``beta`` may be None: mean albedo).
+        amplitude_mm, wave_vectors, phases: the displacement field (:func:`smooth_displacement_field`).
+        levels: rounds of midpoint subdivision.
+
+    Returns:
+        ``(vertices, faces, albedo)`` of the ground-truth meshes; the first ``V`` vertices are the
+        model's vertices, displaced.
+
+    Shape:
+        -> vertices (B, V', 3), faces (F', 3), albedo (B, V', 3), with V' > V and F' = 4^levels·F.
+    """
+    vertices, albedo = model.from_parameters(params)
+    faces = model.triangles
+    for _ in range(levels):
+        edges, faces = midpoint_subdivision(faces, vertices.shape[1])
+        vertices, albedo = subdivide_attributes(vertices, edges), subdivide_attributes(albedo, edges)
+    displacement = smooth_displacement_field(vertices, amplitude_mm, wave_vectors, phases)
+    vertices = vertices + displacement[..., None] * vertex_normals(vertices, faces)
+    return vertices, faces, albedo
+
+
+# -- image degradations ---------------------------------------------------------------------------
+
+def textured_backgrounds(batch: int, image_size: int, seed: int = 0) -> torch.Tensor:
+    """:func:`~diffface.synth.random_backgrounds` plus mid-frequency texture, values in [0, 1].
+
+    Shape:
+        -> (B, 3, H, W).
+    """
+    g = torch.Generator().manual_seed(seed + 5)
+    texture = torch.nn.functional.interpolate(torch.rand(batch, 3, 16, 16, generator=g) - 0.5, size=image_size,
+                                              mode="bilinear", align_corners=False)
+    return (random_backgrounds(batch, image_size, seed) + 0.25 * texture).clamp(0, 1)
+
+
+def gaussian_blur(images: torch.Tensor, sigma_px: torch.Tensor) -> torch.Tensor:
+    """Blur each image with its own isotropic Gaussian (σ = 0 leaves it unchanged), edges replicated.
+
+    Shape:
+        images: (B, C, H, W); sigma_px: (B,) -> (B, C, H, W).
+    """
+    B, C, H, W = images.shape
+    radius = max(int(math.ceil(3 * float(sigma_px.max()))), 1) if B else 1
+    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    sigma = sigma_px.to(images)[:, None]
+    kernel = torch.where(sigma > 0, torch.exp(-0.5 * (offsets / sigma.clamp_min(1e-6)) ** 2),
+                         (offsets == 0).to(images).expand(B, -1))
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(C, 0)  # (B·C, K)
+    x = torch.nn.functional.pad(images.reshape(1, B * C, H, W), (radius,) * 4, mode="replicate")
+    x = torch.nn.functional.conv2d(x, kernel[:, None, None, :], groups=B * C)
+    x = torch.nn.functional.conv2d(x, kernel[:, None, :, None], groups=B * C)
+    return x.reshape(B, C, H, W)
+
+
+def _shape_mask(kind: str, centre: tuple[float, float], half: tuple[float, float], size: int) -> torch.Tensor:
+    rows, cols = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                                indexing="ij")
+    du, dv = (cols - centre[0]) / half[0], (rows - centre[1]) / half[1]
+    if kind == "ellipse":
+        return du ** 2 + dv ** 2 <= 1
+    return (du.abs() <= 1) & (dv.abs() <= 1)
+
+
+def random_occluders(face_mask: torch.Tensor, generator: torch.Generator, probability: float, max_shapes: int,
+                     max_fraction: float, attempts: int = 10) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Random filled rectangles and ellipses of random colour over one face.
+
+    Shapes are placed within the face's bounding box; a shape that would make the occluders hide
+    more than ``max_fraction`` of the face's pixels is redrawn smaller (up to ``attempts`` times),
+    then dropped.
+
+    Args:
+        face_mask: where the face was rendered.
+        generator: the face's random generator.
+        probability: chance of any occluder.
+        max_shapes: most shapes.
+        max_fraction: largest fraction of ``face_mask`` the occluders may cover.
+
+    Returns:
+        ``(mask, colour, count)``: where the occluders are, their colours there, how many were drawn.
+
+    Shape:
+        face_mask: (H, W) bool -> mask (H, W) bool, colour (3, H, W).
+    """
+    size = face_mask.shape[-1]
+    mask = torch.zeros(face_mask.shape, dtype=torch.bool)
+    colour = torch.zeros(3, *face_mask.shape)
+    face = face_mask.cpu()
+    face_pixels = int(face.sum())
+    if face_pixels == 0 or max_shapes == 0 or float(torch.rand(1, generator=generator)) >= probability:
+        return mask, colour, 0
+    rows, cols = face.nonzero(as_tuple=True)
+    top, bottom, left, right = float(rows.min()), float(rows.max()), float(cols.min()), float(cols.max())
+    count = 0
+    for _ in range(int(torch.randint(1, max_shapes + 1, (1,), generator=generator))):
+        scale = 1.0
+        for _ in range(attempts):
+            u = torch.rand(6, generator=generator).tolist()
+            kind = "ellipse" if u[0] < 0.5 else "rectangle"
+            centre = (left + u[1] * (right - left), top + u[2] * (bottom - top))
+            half = (max(1.0, scale * (0.05 + 0.2 * u[3]) * (right - left)),
+                    max(1.0, scale * (0.05 + 0.2 * u[4]) * (bottom - top)))
+            shape = _shape_mask(kind, centre, half, size)
+            if float((mask | shape)[face].sum()) <= max_fraction * face_pixels:
+                rgb = torch.rand(3, generator=generator)
+                colour[:, shape] = rgb[:, None]
+                mask |= shape
+                count += 1
+                break
+            scale *= 0.7
+    return mask, colour, count
+
+
+# -- writing ---------------------------------------------------------------------------------------
+
+def _write_atomic(path: Path, write: Callable[[object], None], binary: bool = True) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb" if binary else "w", encoding=None if binary else "utf-8") as handle:
+        write(handle)
+    tmp.replace(path)
+    return path
+
+
+def _write_png(path: Path, image: np.ndarray) -> Path:
+    return _write_atomic(path, lambda f: Image.fromarray(image).save(f, format="PNG"))
+
+
+def _write_npy(path: Path, array: np.ndarray) -> Path:
+    return _write_atomic(path, lambda f: np.save(f, array))
+
+
+def _previous_benchmark_files(out: Path) -> list[Path]:
+    """The files of a previous benchmark in ``out`` (to replace), or ``[]`` for a new or empty folder.
+
+    Raises:
+        ValueError: if ``out`` is a file, or a non-empty folder that is not a previous benchmark.
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: output path exists and is not a folder")
+    manifest = out / "manifest.json"
+    if not manifest.is_file():
+        if out.is_dir() and any(out.iterdir()):
+            raise ValueError(f"{out}: output folder is not empty and holds no synthetic benchmark manifest.json; "
+                             "choose an empty or new folder")
+        return []
+    try:
+        old = json.loads(manifest.read_text(encoding="utf-8"))
+        samples = old["samples"] if old.get("format") == FORMAT_NAME else None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{manifest}: unreadable manifest ({exc}); choose an empty or new folder") from exc
+    if not isinstance(samples, list):
+        raise ValueError(f"{manifest}: not a {FORMAT_NAME} manifest; choose an empty or new folder")
+    files = [out / "params.npz", manifest]
+    for sample in samples:
+        for key in ("image", "landmarks", "mesh", "landmarks_3d"):
+            relative = sample.get(key) if isinstance(sample, dict) else None
+            # only our own sub-folders: a tampered manifest cannot delete anything else
+            if isinstance(relative, str) and relative.split("/")[0] in ("images", "meshes") and ".." not in relative:
+                files.append(out / relative)
+    return files
+
+
+def write_params_npz(path: Path, model: MorphableModel, params: FaceParameters, names: list[str], image_size: int,
+                     extra: dict[str, np.ndarray]) -> Path:
+    """Write the true parameters of every face (atomically).
+
+    Arrays: ``params (N, P)`` float32, the packed full vector (``model.layout.pack(...,
+    include_fitting=True)``); ``param_names (P,)``; ``sample_names (N,)``; ``image_size`` ``[H, W]``;
+    ``layout`` ``[id_dims, exp_dims, tex_dims]``; ``model_fingerprint``; and ``extra`` (per-face
+    landmarks, marched landmark vertex indices and degradation settings).
+    """
+    layout = model.layout
+    arrays = {
+        "params": layout.pack(params, include_fitting=True).detach().cpu().numpy().astype(np.float32),
+        "param_names": np.array(layout.names(include_fitting=True)),
+        "sample_names": np.array(names),
+        "image_size": np.array([image_size, image_size], dtype=np.int64),
+        "layout": np.array([layout.id_dims, layout.exp_dims, layout.tex_dims], dtype=np.int64),
+        "model_fingerprint": np.array(model.fingerprint),
+        **extra,
+    }
+    return _write_atomic(path, lambda f: np.savez(f, **arrays))
+
+
+# -- the benchmark ---------------------------------------------------------------------------------
+
+@dataclass
+class _FaceDraws:
+    """Per-face random settings, each face from its own generator (independent of batching)."""
+
+    generator: torch.Generator
+    amplitude_mm: float
+    wave_vectors: torch.Tensor  # (K, 3) rad/mm
+    phases: torch.Tensor  # (K,)
+    noise_std: float
+    blur_sigma_px: float
+    seed: int
+
+
+def _draw_face(config: SynthBenchmarkConfig, index: int) -> _FaceDraws:
+    seed = face_seed(config.scene.seed, index)
+    g = torch.Generator().manual_seed(seed)
+    low, high = config.displacement_mm
+    amplitude = low + (high - low) * float(torch.rand(1, generator=g))
+    K = config.displacement_waves
+    directions = torch.nn.functional.normalize(torch.randn(K, 3, generator=g), dim=1)
+    shortest, longest = config.displacement_wavelength_mm
+    wavelengths = shortest + (longest - shortest) * torch.rand(K, 1, generator=g)
+    phases = torch.rand(K, generator=g) * 2 * math.pi
+    noise_std = config.noise_std_max * float(torch.rand(1, generator=g))
+    blur = config.blur_sigma_max_px * float(torch.rand(1, generator=g))
+    return _FaceDraws(g, amplitude, 2 * math.pi * directions / wavelengths, phases, noise_std, blur, seed)
+
+
+def _render_chunk(model: MorphableModel, renderer, params: FaceParameters, draws: list[_FaceDraws],
+                  config: SynthBenchmarkConfig) -> dict:
+    """Ground-truth meshes, degraded photos and landmarks of one batch of faces."""
+    device = params.translation.device
+    size = config.scene.image_size
+    vertices, faces, albedo = ground_truth_meshes(
+        model, params, torch.tensor([d.amplitude_mm for d in draws], device=device),
+        torch.stack([d.wave_vectors for d in draws]).to(device), torch.stack([d.phases for d in draws]).to(device),
+        config.subdivision_levels)
+    out = renderer(vertices, faces, albedo, params.sh, angles=params.angles, translation=params.translation,
+                   focal=params.focal, principal_point=params.principal_point)
+    backgrounds = torch.cat([textured_backgrounds(1, size, d.seed) for d in draws]).to(device)
+    face_mask = out.fragments.mask
+    images = torch.where(face_mask[:, None], out.images.permute(0, 3, 1, 2), backgrounds).clamp(0, 1)
+
+    occluders = [random_occluders(face_mask[i], d.generator, config.occluder_probability, config.max_occluders,
+                                  config.max_occluded_fraction) for i, d in enumerate(draws)]
+    occluder_mask = torch.stack([m for m, _, _ in occluders]).to(device)
+    images = torch.where(occluder_mask[:, None], torch.stack([c for _, c, _ in occluders]).to(device), images)
+    images = gaussian_blur(images, torch.tensor([d.blur_sigma_px for d in draws]))
+    noise = torch.stack([torch.randn(3, size, size, generator=d.generator) * d.noise_std for d in draws])
+    images = (images + noise.to(device)).clamp(0, 1)
+
+    V = model.num_vertices
+    clean_2d, landmark_vertices = project_landmarks(model, params, vertices[:, :V])
+    # stored to 0.1 µm in float64: exact through the .obj text, and a third of the file size of float32's digits
+    vertices = vertices.double().round(decimals=STORED_DECIMALS_MM)
+    observed_2d = torch.cat([noisy_landmarks(clean_2d[i:i + 1], config.scene.landmark_noise_px, seed=d.seed)
+                             for i, d in enumerate(draws)])
+    face_pixels = face_mask.sum((1, 2)).clamp_min(1)
+    return {
+        "vertices": vertices, "faces": faces, "images": images, "landmarks_3d": model.landmarks(vertices[:, :V]),
+        "landmarks_2d": observed_2d, "landmarks_2d_clean": clean_2d, "landmark_vertex_indices": landmark_vertices,
+        "occluders": [n for _, _, n in occluders],
+        "occluded_fraction": ((occluder_mask & face_mask).sum((1, 2)) / face_pixels).tolist(),
+        "face_pixels": face_mask.sum((1, 2)).tolist(),
+    }
+
+
+def generate_benchmark(out_dir: str | Path, config: SynthBenchmarkConfig = SynthBenchmarkConfig(),
+                       progress: Callable[[int], None] | None = None,
+                       model: MorphableModel | None = None) -> dict:
+    """Write a synthetic benchmark with ground truth to ``out_dir`` (layout: see the module docstring).
+
+    Args:
+        out_dir: an empty or new folder, or a previous benchmark (its samples are replaced).
+        config: what to draw.
+        progress: called with the number of faces finished after each batch.
+        model: the morphable model, if already loaded (else ``config.model`` is loaded).
+
+    Returns:
+        A summary: counts, mesh sizes, timings, mean degradation settings, output paths.
+
+    Example:
+        >>> summary = generate_benchmark("S", SynthBenchmarkConfig(num_faces=4))
+        >>> sorted(Path("S").iterdir())[:2]
+        [PosixPath('S/images'), PosixPath('S/manifest.json')]
+    """
+    from diffface.renderers import FaceRenderer
+
+    config.validate()
+    started = time.perf_counter()
+    out = Path(out_dir)
+    device = torch.device(config.device)
+    stale = _previous_benchmark_files(out)  # checked before the model loads, so bad folders fail fast
+    model = (model if model is not None else load_morphable_model(config.model)).to(device)
+    for path in stale:  # so no face of a larger previous run survives
+        path.unlink(missing_ok=True)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "meshes").mkdir(exist_ok=True)
+    size = config.scene.image_size
+    renderer = FaceRenderer(model, size, per_pixel=True, backend=config.backend).renderer
+    truth = sample_scenes(model, config.num_faces, config.scene)
+    names = [sample_name(i) for i in range(config.num_faces)]
+    draws = [_draw_face(config, i) for i in range(config.num_faces)]
+
+    samples, per_face = [], {key: [] for key in ("landmarks_2d", "landmarks_2d_clean", "landmark_vertex_indices")}
+    mesh_size = (0, 0)
+    for start in range(0, config.num_faces, config.batch_size):
+        stop = min(start + config.batch_size, config.num_faces)
+        with torch.no_grad():
+            chunk = _render_chunk(model, renderer, truth.index(slice(start, stop)), draws[start:stop], config)
+        faces_np = chunk["faces"].cpu().numpy()
+        mesh_size = (int(chunk["vertices"].shape[1]), len(faces_np))
+        for k, i in enumerate(range(start, stop)):
+            name = names[i]
+            _write_png(out / "images" / f"{name}.png", to_uint8_image(chunk["images"][k]))
+            write_pts(out / "images" / f"{name}.pts", chunk["landmarks_2d"][k].cpu().double().numpy())
+            write_obj(out / "meshes" / f"{name}.obj", chunk["vertices"][k].cpu().numpy(), faces_np)
+            _write_npy(out / "meshes" / f"{name}_landmarks.npy", chunk["landmarks_3d"][k].cpu().double().numpy())
+            pitch, yaw, roll = (math.degrees(a) for a in truth.angles[i].tolist())
+            samples.append({
+                "name": name, "image": f"images/{name}.png", "landmarks": f"images/{name}.pts",
+                "mesh": f"meshes/{name}.obj", "landmarks_3d": f"meshes/{name}_landmarks.npy",
+                "yaw_deg": yaw, "pitch_deg": pitch, "roll_deg": roll,
+                "noise_std": draws[i].noise_std, "blur_sigma_px": draws[i].blur_sigma_px,
+                "occluders": chunk["occluders"][k], "occluded_fraction": chunk["occluded_fraction"][k],
+                "face_pixels": int(chunk["face_pixels"][k]), "displacement_amplitude_mm": draws[i].amplitude_mm,
+            })
+        for key in per_face:
+            per_face[key].append(chunk[key].cpu().numpy())
+        if progress is not None:
+            progress(stop - start)
+
+    extra = {key: np.concatenate(value) for key, value in per_face.items()}
+    extra.update({key: np.array([s[key] for s in samples], dtype=np.float64)
+                  for key in ("noise_std", "blur_sigma_px", "occluded_fraction", "displacement_amplitude_mm")})
+    write_params_npz(out / "params.npz", model, truth, names, size, extra)
+    manifest = {
+        "format": FORMAT_NAME, "version": FORMAT_VERSION,
+        "config": asdict(config),
+        "model": {"name": model.name, "spec": config.model, "fingerprint": model.fingerprint,
+                  "vertices": model.num_vertices, "faces": int(model.triangles.shape[0])},
+        "ground_truth_mesh": {"space": "model, millimetres", "decimals": STORED_DECIMALS_MM,
+                              "subdivision": "midpoint", "levels": config.subdivision_levels,
+                              "vertices": mesh_size[0], "faces": mesh_size[1],
+                              "first_vertices_are_model_vertices": model.num_vertices},
+        "landmarks": {"pts": "0-based pixels + 1 (300W)", "noise_px": config.scene.landmark_noise_px,
+                      "landmarks_3d": "the model's 68 landmark vertices on the ground-truth mesh, NaN if undefined"},
+        "params": "params.npz",
+        "samples": samples,
+    }
+    _write_atomic(out / "manifest.json", lambda f: json.dump(manifest, f, indent=1), binary=False)
+    return {
+        "faces": config.num_faces, "image_size": size, "model": model.name,
+        "mesh_vertices": mesh_size[0], "mesh_faces": mesh_size[1],
+        "model_vertices": model.num_vertices, "model_faces": int(model.triangles.shape[0]),
+        "yaw_abs_max_deg": max(abs(s["yaw_deg"]) for s in samples),
+        "occluded_faces": sum(s["occluders"] > 0 for s in samples),
+        "noise_std_mean": float(np.mean([s["noise_std"] for s in samples])),
+        "blur_sigma_px_mean": float(np.mean([s["blur_sigma_px"] for s in samples])),
+        "displacement_mm_mean": float(np.mean([s["displacement_amplitude_mm"] for s in samples])),
+        "seconds": time.perf_counter() - started,
+        "out": str(out), "manifest": str(out / "manifest.json"),
+    }

@@ -1,0 +1,106 @@
+from dataclasses import replace
+
+import pytest
+import torch
+
+from diffface.fitting.texture_fitting import (TextureFitConfig, _reset_bad_samples, fit_texture, irls_weights,
+                                              solve_albedo, solve_lighting, texture_norm, weighted_least_squares)
+from diffface.morphable_model import load_morphable_model
+from diffface.renderers import FaceRenderer, UVFrame, lighting_frame_normals
+from diffface.synth import SceneConfig, project_landmarks, random_backgrounds, sample_scenes
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_morphable_model("builtin")
+
+
+@pytest.fixture(scope="module")
+def scene(model):
+    truth = sample_scenes(model, 2, SceneConfig(seed=5, image_size=112, focal_px=500.0))
+    with torch.no_grad():
+        photos = FaceRenderer(model, 112, backend="builtin")(truth, random_backgrounds(2, 112, seed=5)).images
+    landmarks, _ = project_landmarks(model, truth)
+    return truth, photos.clamp(0, 1).permute(0, 3, 1, 2).contiguous(), landmarks
+
+
+def test_texture_norms_against_direct_sums():
+    g = torch.Generator().manual_seed(0)
+    rendered, target = torch.rand(2, 3, 5, 5, generator=g), torch.rand(2, 3, 5, 5, generator=g)
+    mask = (torch.rand(2, 1, 5, 5, generator=g) > 0.4).float()
+    for b in range(2):
+        m = mask[b, 0].bool()
+        r = (target[b] - rendered[b])[:, m]  # (3, N)
+        expected = {"l1": r.abs().sum(), "l2": r.pow(2).sum(), "l21": r.pow(2).sum(0).sqrt().sum()}
+        for norm, value in expected.items():
+            torch.testing.assert_close(texture_norm(rendered, target, mask, norm)[b], value / m.sum())
+    with pytest.raises(ValueError, match="norm"):
+        texture_norm(rendered, target, mask, "l3")
+
+
+def test_weighted_least_squares_and_irls_weights():
+    g = torch.Generator().manual_seed(1)
+    design = torch.randn(3, 40, 4, generator=g, dtype=torch.float64)
+    truth = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    target = (design @ truth[..., None])[..., 0]
+    weight = torch.rand(3, 40, generator=g, dtype=torch.float64)
+    solution = weighted_least_squares(design, target, weight, torch.zeros(4, dtype=torch.float64))
+    torch.testing.assert_close(solution, truth)
+    residual = torch.tensor([[[[0.5]], [[-2.0]], [[0.0]]]])
+    torch.testing.assert_close(irls_weights(residual, "l1"), torch.tensor([[[[1.0]], [[0.25]], [[500.0]]]]))
+    torch.testing.assert_close(irls_weights(residual, "l21"), torch.full((1, 3, 1, 1), 0.5 / (4.25 ** 0.5)))
+
+
+@pytest.mark.parametrize("norm", ["l2", "l1", "l21"])
+def test_lighting_and_albedo_are_recovered_from_a_noiseless_uv_target(model, norm):
+    truth = sample_scenes(model, 2, SceneConfig(seed=2))
+    vertices, albedo = model.from_parameters(truth)
+    frame = UVFrame(model.uv, model.triangles, 32)
+    normals = lighting_frame_normals(vertices, model.triangles, truth.angles)
+    from diffface.lighting import sh_irradiance, sh_shading
+
+    target = frame(sh_shading(albedo, normals, truth.sh))
+    mask = frame.mask[None, None].float().expand(2, 1, -1, -1)
+    sh = solve_lighting(frame, albedo, normals, target, mask, norm)
+    rendered = frame(sh_shading(albedo, normals, sh))
+    assert float(texture_norm(rendered, target, mask, "l1").max()) < 2e-3
+    beta = solve_albedo(model, frame, sh_irradiance(normals, truth.sh), target, mask, r_beta=1e-9, norm=norm)
+    _, fitted_albedo = model(truth.alpha_id, truth.alpha_exp, beta)
+    rendered = frame(sh_shading(fitted_albedo, normals, truth.sh))
+    assert float(texture_norm(rendered, target, mask, "l1").max()) < 2e-3
+
+
+def test_fit_texture_lowers_the_energy_and_keeps_samples_independent(model, scene):
+    truth, images, landmarks = scene
+    start = replace(truth, alpha_id=torch.zeros_like(truth.alpha_id), beta=None, sh=None,
+                    angles=truth.angles + 0.03)
+    config = TextureFitConfig(rounds=2, steps_per_group=2, uv_size=32)
+    result = fit_texture(model, images, landmarks, start, config)
+    assert result.history[-1].shape == (2,) and not result.diverged.any()
+    assert (result.history[-1] <= result.history[0] + 1e-6).all()
+    assert result.params.sh.shape == (2, 27) and result.params.beta.shape == (2, model.tex_dims)
+    single = fit_texture(model, images[1:], landmarks[1:], start.index(slice(1, 2)), config)
+    torch.testing.assert_close(single.params.alpha_id, result.params.alpha_id[1:], rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(single.energy, result.energy[1:], rtol=1e-3, atol=1e-5)
+
+
+def test_a_diverging_sample_is_reset_without_touching_the_others():
+    variables = {"pose": torch.tensor([[0.1, 0.2, 0.3], [float("nan"), 0.0, 0.0]])}
+    last_good = {"pose": torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])}
+    diverged = torch.zeros(2, dtype=torch.bool)
+    _reset_bad_samples(variables, last_good, torch.tensor([True, True]), diverged)
+    assert diverged.tolist() == [False, True]
+    torch.testing.assert_close(variables["pose"], torch.tensor([[0.1, 0.2, 0.3], [1.0, 1.0, 1.0]]))
+    torch.testing.assert_close(last_good["pose"], variables["pose"])
+
+
+def test_bad_input(model, scene):
+    truth, images, landmarks = scene
+    with pytest.raises(ValueError, match="images"):
+        fit_texture(model, images * float("nan"), landmarks, truth)
+    with pytest.raises(ValueError, match="landmarks_2d"):
+        fit_texture(model, images, landmarks[:, :10], truth)
+    with pytest.raises(ValueError, match="norm"):
+        TextureFitConfig(norm="l0")
+    with pytest.raises(ValueError, match="groups"):
+        TextureFitConfig(groups=("pose", "hair"))
