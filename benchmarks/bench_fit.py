@@ -11,7 +11,8 @@ previous implementation is kept below, verbatim, as the reference, and is timed 
     .venv/bin/python benchmarks/bench_fit.py --json     # one JSON object
     .venv/bin/python benchmarks/bench_fit.py --quick    # under a minute: batch 1 and 32, one repeat
 
-``texture_images_per_s_bfm_size`` (stage 2) is left ``null`` for the texture-fitting benchmark.
+Stage 2 (texture, default ``TextureFitConfig``) is timed once per model at batch 32 (``--quick``: 8)
+on random 224 px images: ``texture_images_per_s_bfm_size`` and ``texture_images_per_s_builtin``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import torch
 from bench_output import add_output_arguments, emit
 
 from diffface.camera import euler_to_rotation, euler_to_rotation_jacobian, perspective_project
-from diffface.fitting import LandmarkFitConfig, LandmarkFitResult, fit_landmarks, initial_parameters
+from diffface.fitting import (LandmarkFitConfig, LandmarkFitResult, TextureFitConfig, fit_landmarks, fit_texture,
+                              initial_parameters)
 from diffface.checks import check_finite, check_shape
 from diffface.landmark_marching import march_contour_landmarks
 from diffface.model_format import MorphableModelData
@@ -250,11 +252,34 @@ def run(quick: bool) -> dict:
                          "speedup": None if ref is None else round(speed["current"] / ref, 1),
                          "energy_mean": round(energy["current"], 6),
                          "reference_energy_mean": None if ref is None else round(energy["reference"], 6)})
+    texture_batch = 8 if quick else 32
+    texture_rows = [texture_speed(name, model, texture_batch) for name, model in models.items()]
     head = next(r for r in rows if r["model"] == "builtin" and r["batch"] == 32)
     return {"landmark_images_per_s": head["landmark_images_per_s"],
             "reference_landmark_images_per_s": head["reference_images_per_s"],
-            "texture_images_per_s_bfm_size": None, "device": "cpu", "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "quick": quick, "rows": rows}
+            "texture_images_per_s_bfm_size": texture_rows[-1]["texture_images_per_s"],
+            "texture_images_per_s_builtin": texture_rows[0]["texture_images_per_s"],
+            "device": "cpu", "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "quick": quick, "rows": rows, "texture_rows": texture_rows}
+
+
+def texture_speed(model_name: str, model: MorphableModel, batch: int) -> dict:
+    """Images/s of stage 2 (default TextureFitConfig) on ``batch`` 224 px images, from stage-1 parameters.
+
+    The images are random (timing only: the work per step does not depend on their content).
+    """
+    observed = observations(model, batch, seed=1)
+    start_params = fit_landmarks(model, observed, (224, 224)).params
+    images = torch.rand(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    config = TextureFitConfig()
+    fit_texture(model, images[:1], observed[:1], start_params.index(slice(0, 1)),
+                TextureFitConfig(rounds=1, steps_per_group=1))  # first-call costs out of the timing
+    start = time.perf_counter()
+    fit_texture(model, images, observed, start_params, config)
+    seconds = time.perf_counter() - start
+    return {"model": model_name, "vertices": model.num_vertices, "batch": batch,
+            "texture_images_per_s": round(batch / seconds, 3), "seconds": round(seconds, 2),
+            "adam_steps": config.rounds * config.steps_per_group * 3, "uv_size": config.uv_size}
 
 
 def print_table(result: dict) -> None:
@@ -270,6 +295,12 @@ def print_table(result: dict) -> None:
         ref_energy = "-" if r["reference_energy_mean"] is None else f"{r['reference_energy_mean']:.5f}"
         print(f"{r['model']:>9} {r['vertices']:>8} {r['batch']:>5} {r['landmark_images_per_s']:>9.1f} {ref:>10} "
               f"{speed:>8} {r['energy_mean']:>9.5f} {ref_energy:>10}")
+
+
+    for r in result["texture_rows"]:
+        print(f"stage 2 (texture), {r['model']} ({r['vertices']} vertices), batch {r['batch']}: "
+              f"{r['texture_images_per_s']:.2f} images/s ({r['adam_steps']} Adam steps + closed-form lighting/albedo, "
+              f"UV {r['uv_size']}²)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,8 +3,9 @@
 What exists so far runs end to end: synthesise faces with ground truth (random identity,
 expression, albedo, SH lighting, pose) and render them over random backgrounds with the
 differentiable renderer, take their landmarks (contour landmarks marched to the silhouette) with
-pixel noise, fit the morphable model to the landmarks (the method's stage 1), render the fits, and
-write a report comparing the fit with the ground truth and the mean-shape baseline.
+pixel noise, fit the morphable model to the landmarks (the method's stage 1) and then to the
+photos' colours (stage 2, texture), render the fits, and write a report comparing both fits with
+the ground truth and the mean-shape baseline.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class DemoConfig:
     device: str = "cpu"
     scene: SceneConfig = field(default_factory=SceneConfig)
     fit_rounds: int = 6
+    texture_rounds: int = 3
+    texture_norm: str = "l21"
     preview_faces: int = 8
 
 
@@ -82,6 +85,18 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), show_progre
     bar.close()
     fit_seconds = time.perf_counter() - fit_started
 
+    texture = None
+    if config.texture_rounds > 0:
+        from diffface.fitting import TextureFitConfig, fit_texture
+
+        bar = tqdm(total=config.texture_rounds, desc="texture fitting", unit="round", disable=not show_progress)
+        texture_started = time.perf_counter()
+        texture = fit_texture(model, photos.permute(0, 3, 1, 2).contiguous(), observed_2d, fit.params,
+                              TextureFitConfig(rounds=config.texture_rounds, norm=config.texture_norm),
+                              progress=lambda i, e: (bar.update(1), bar.set_postfix(energy=f"{float(e.mean()):.3f}")))
+        bar.close()
+        texture_seconds = time.perf_counter() - texture_started
+
     fitted_vertices = model.shape(fit.params.alpha_id, fit.params.alpha_exp)
     fitted_2d, _ = project_landmarks(model, fit.params, fitted_vertices)
     mean_vertices = model.mean_shape.expand_as(true_vertices)
@@ -106,15 +121,27 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), show_progre
             "vertex_error_mm_mean": float(err_mean_mm.mean()),
             "normalized_error_d_median": float(normalized_vertex_error(mean_vertices, true_vertices).median()),
         },
+        "texture_fit": None if texture is None else {
+            "norm": config.texture_norm,
+            "vertex_error_mm_mean": float((model.shape(texture.params.alpha_id, texture.params.alpha_exp)
+                                           - true_vertices).norm(dim=-1).mean()),
+            "normalized_error_d_median": float(normalized_vertex_error(
+                model.shape(texture.params.alpha_id, texture.params.alpha_exp), true_vertices).median()),
+            "texture_energy_mean": float(texture.texture.mean()),
+            "diverged": int(texture.diverged.sum()),
+            "images_per_s": config.num_faces / texture_seconds,
+        },
         "seconds_total": None,
         "outputs": ["report.json", "report.md", "config.json", "fits.png", "images/"],
     }
 
     n_preview = min(config.preview_faces, config.num_faces)
-    preview = fit.params.index(slice(0, n_preview))
-    # stage 1 estimates shape and pose only: show the fit with the mean albedo under the true light
-    preview.beta = torch.zeros(n_preview, model.tex_dims, device=device)
-    preview.sh = truth.sh[:n_preview]
+    if texture is not None:  # stage 2 estimated albedo and lighting too: show them
+        preview = texture.params.index(slice(0, n_preview))
+    else:  # stage 1 estimates shape and pose only: show the fit with the mean albedo under the true light
+        preview = fit.params.index(slice(0, n_preview))
+        preview.beta = torch.zeros(n_preview, model.tex_dims, device=device)
+        preview.sh = truth.sh[:n_preview]
     with torch.no_grad():
         fitted_photos = renderer(preview, photos[:n_preview].permute(0, 3, 1, 2)).images
     panels = []
@@ -130,7 +157,7 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), show_progre
 
 
 def _markdown(report: dict) -> str:
-    fit, base = report["landmark_fit"], report["mean_shape_baseline"]
+    fit, base, tex = report["landmark_fit"], report["mean_shape_baseline"], report["texture_fit"]
     return "\n".join([
         "# diffface demo report",
         "",
@@ -144,9 +171,14 @@ def _markdown(report: dict) -> str:
         f"| mean shape | {base['vertex_error_mm_mean']:.2f} | {base['normalized_error_d_median']:.3f} | |",
         f"| landmark fit | {fit['vertex_error_mm_mean']:.2f} | {fit['normalized_error_d_median']:.3f} | "
         f"{fit['rms_px_vs_clean']:.2f} |",
+        *([] if tex is None else [
+            f"| texture fit ({tex['norm']}) | {tex['vertex_error_mm_mean']:.2f} | "
+            f"{tex['normalized_error_d_median']:.3f} | |"]),
         "",
-        f"Landmark fitting ran at {fit['images_per_s']:.1f} images/s. `fits.png`: pairs of (synthetic photo with "
-        "observed landmarks in green and fitted landmarks in red, fitted face rendered over it with the mean albedo "
-        "and the true lighting). `images/`: the photos with their `.pts` landmarks.",
+        f"Landmark fitting ran at {fit['images_per_s']:.1f} images/s"
+        + ("." if tex is None else f", texture fitting at {tex['images_per_s']:.2f} images/s.")
+        + " `fits.png`: pairs of (synthetic photo with observed landmarks in green and landmark-fit landmarks in "
+        "red, the final fit rendered over it: with its fitted albedo and lighting after texture fitting, else with "
+        "the mean albedo under the true lighting). `images/`: the photos with their `.pts` landmarks.",
         "",
     ])

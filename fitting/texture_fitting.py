@@ -67,11 +67,11 @@ class TextureFitConfig:
     r_exp: float = 10.0
     norm: str = "l21"
     uv_size: int = 64
-    rounds: int = 4
+    rounds: int = 3
     steps_per_group: int = 8
     groups: tuple[str, ...] = GROUPS
     learning_rates: dict = field(default_factory=lambda: {
-        "lighting": 0.02, "albedo": 0.1, "pose": 0.004, "translation": 1.0, "identity": 0.05, "expression": 0.05})
+        "lighting": 0.02, "albedo": 0.1, "pose": 0.004, "translation": 1.0, "identity": 0.02, "expression": 0.02})
 
     def __post_init__(self):
         if self.norm not in NORMS:
