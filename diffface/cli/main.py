@@ -16,6 +16,8 @@ COMMANDS = {
     "landmarks": "landmarks",
     "fit": "fit",
     "synth": "synth",
+    "evaluate": "evaluate",
+    "baselines": "baselines",
 }
 
 

@@ -1,0 +1,124 @@
+"""The job's input: listing the images of a folder or list file, and the DataLoader dataset that reads them."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from diffface.landmarks import (ImageReadError, NoFaceError, boxes_from_landmarks, crop_faces, crop_transform,
+                                list_images, make_detector, read_image, square_boxes)
+from diffface.landmarks.images import IMAGE_SUFFIXES
+
+MIN_LANDMARKS = 6  # fewer finite landmarks than this cannot pin down a pose
+
+
+@dataclass(frozen=True)
+class FitInput:
+    """One listed image: its path and the key its result files are named by."""
+
+    path: Path
+    key: str
+
+
+def _key_for(path: Path, root: Path) -> str:
+    try:
+        relative = path.resolve().relative_to(root.resolve())
+        return relative.as_posix()
+    except ValueError:
+        digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+        return f"_outside/{digest}_{path.name}"
+
+
+def list_fit_inputs(source: str | Path) -> list[FitInput]:
+    """The images of a folder (sorted, not recursive) or of a list file (one path a line, relative to
+    the list file's folder; blank lines and ``#`` comments ignored; duplicates dropped).
+
+    Raises:
+        FileNotFoundError: naming ``source`` if it does not exist. ValueError: it lists no image.
+    """
+    source = Path(source)
+    if source.is_dir():
+        root, paths = source, list_images(source)
+    elif source.is_file():
+        if source.suffix.lower() in IMAGE_SUFFIXES:
+            raise ValueError(f"{source}: give a folder of images or a text file listing them, not one image")
+        root = source.parent
+        try:
+            lines = source.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{source}: not a text list of image paths ({exc})") from exc
+        paths = [root / line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    else:
+        raise FileNotFoundError(f"{source}: no such folder or list file")
+    items, seen = [], set()
+    for path in paths:
+        key = _key_for(path, root)
+        if key not in seen:
+            seen.add(key)
+            items.append(FitInput(path=path, key=key))
+    if not items:
+        raise ValueError(f"{source}: no images (.png, .jpg, ...) listed")
+    return items
+
+
+class FitImageDataset(Dataset):
+    """Reads an image and its landmarks (and, for stage 2, its fitting crop) per item, in DataLoader workers.
+
+    Never raises for a bad image: the item is ``{"status": "failed", "reason": ..., "error": ...}``.
+    The detector is built lazily in each worker process.
+
+    Item (``status == "ok"``): ``index``, ``image``, ``key``, ``image_size`` (H, W), ``landmarks``
+    (68, 2) float64 original pixels, ``crop_matrix`` (3, 3) float64, ``crop`` (3, S, S) float32 in
+    [0, 1] or None.
+    """
+
+    def __init__(self, items: Sequence[FitInput], detector: str, detector_options: dict, crop_size: int,
+                 crop_scale: float, with_crops: bool, indices: Sequence[int] | None = None):
+        self.items = list(items)
+        self.indices = list(indices) if indices is not None else list(range(len(self.items)))
+        self.detector_name, self.detector_options = detector, dict(detector_options)
+        self.crop_size, self.crop_scale, self.with_crops = crop_size, crop_scale, with_crops
+        self._detector = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.items[i]
+        record = {"index": self.indices[i], "image": str(item.path), "key": item.key}
+        try:
+            record.update(self._load(item))
+            record["status"] = "ok"
+        except (ImageReadError, NoFaceError, FileNotFoundError, ValueError) as exc:
+            record.update(status="failed", reason=str(exc), error=type(exc).__name__)
+        return record
+
+    def _load(self, item: FitInput) -> dict:
+        if self._detector is None:
+            self._detector = make_detector(self.detector_name, **self.detector_options)
+        image = read_image(item.path)
+        landmarks = self._detector.detect_one(image, item.path).landmarks
+        finite = np.isfinite(landmarks).all(1)
+        if finite.sum() < MIN_LANDMARKS:
+            raise ValueError(f"{item.path}: only {int(finite.sum())} of 68 landmarks are usable "
+                             f"(at least {MIN_LANDMARKS} are needed)")
+        points = torch.from_numpy(landmarks)[None]
+        boxes = boxes_from_landmarks(points, self.crop_scale)
+        if self.with_crops:
+            pixels = torch.from_numpy(image).permute(2, 0, 1)[None].to(torch.float32) / 255
+            crop, transform = crop_faces(pixels, boxes.float(), self.crop_size)
+            crop, matrix = crop[0], transform.matrix[0].double()
+        else:
+            crop, matrix = None, crop_transform(square_boxes(boxes), self.crop_size).matrix[0]
+        return {"image_size": image.shape[:2], "landmarks": landmarks, "crop_matrix": matrix.numpy(), "crop": crop}
+
+
+def keep_as_list(batch: list) -> list:
+    """DataLoader ``collate_fn``: a batch stays a list of item dicts (failed items carry no tensors)."""
+    return batch

@@ -1,0 +1,208 @@
+"""The job loop: :func:`run_fit_job` with resume, sharding over ranks and failure records.
+
+Resume and crashes: a result file is written to a temporary name and renamed, so a result either
+exists whole or not at all; a job killed (even by SIGKILL) loses at most the batch in flight. A re-run
+skips images with a result (or a ``.failed.json``, unless ``retry_failed``) and removes stale
+temporary files.
+
+Sharding: with ``WORLD_SIZE > 1`` (``torchrun --nproc_per_node=N diffface fit ...``) rank ``r`` takes
+the images ``i`` with ``i % WORLD_SIZE == r`` of the listed input, writes its own log and its own
+result files (distinct names) into the shared ``results/``; ``torch.distributed`` (gloo, which
+carries only the end barrier and the run statistics) is started only then. On several machines
+without a shared disk, copy the ``results/`` folders together: file names never collide.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from diffface.morphable_model import MorphableModel, load_morphable_model
+
+from .atomic import write_text_atomic
+from .batch import BatchFit, fit_batch
+from .config import FIT_SETTINGS, FitJobConfig, fit_settings
+from .distributed import barrier, gather, init_distributed, world_from_env
+from .inputs import FitImageDataset, FitInput, keep_as_list, list_fit_inputs
+from .monitor import RunLog, TensorBoardMonitor, progress_bar
+from .results import (CONFIG_NAME, RESULTS_DIR, failure_path, result_arrays, result_path, write_fit_result,
+                      write_mesh, write_summary)
+
+
+def _check_compatible(out_dir: Path, config: FitJobConfig) -> None:
+    path = out_dir / CONFIG_NAME
+    if not path.is_file():
+        return
+    try:
+        previous = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        return
+    old, new = fit_settings(previous), fit_settings(config.to_dict())
+    if not (out_dir / RESULTS_DIR).is_dir() or old == new:
+        return
+    differ = [k for k in FIT_SETTINGS if old.get(k) != new.get(k)]
+    raise ValueError(f"{out_dir} holds results fitted with other settings ({', '.join(differ)} differ from "
+                     f"{path}); use a new --out, or delete {out_dir / RESULTS_DIR} to redo them")
+
+
+def _is_done(out_dir: Path, key: str, retry_failed: bool) -> bool:
+    return result_path(out_dir, key).is_file() or (not retry_failed and failure_path(out_dir, key).is_file())
+
+
+def _remove_stale_temporaries(out_dir: Path) -> None:
+    # results use hidden ``.<name>.<host>.<pid>.tmp`` names (.atomic); meshes the ``<name>.tmp`` of diffface.mesh_io
+    for folder, pattern in ((out_dir / RESULTS_DIR, ".*.tmp"), (out_dir / "meshes", "*.tmp")):
+        if folder.is_dir():
+            for tmp in folder.rglob(pattern):
+                tmp.unlink(missing_ok=True)
+
+
+def run_fit_job(source: str | Path | Sequence[FitInput], out_dir: str | Path, config: FitJobConfig = FitJobConfig(),
+                on_batch: Callable[[int], None] | None = None) -> dict:
+    """Fit every image of ``source`` (a folder, a list file, or :class:`FitInput` items), writing results as they finish.
+
+    Args:
+        source: folder of images, text file listing them, or the items themselves.
+        out_dir: output folder (layout: :mod:`diffface.fitting.job.results`).
+        config: the job's settings; saved as ``out_dir/config.yaml``.
+        on_batch: optional callable receiving the number of images each batch finished.
+
+    Returns:
+        This rank's run figures (``images`` listed, ``shard``, ``skipped`` (done before), ``fitted``,
+        ``failed``, ``seconds``, ``images_per_s``, ``rank``, ``world_size``) and, on rank 0, ``summary``
+        (as written to ``summary.json``).
+
+    Raises:
+        ValueError / FileNotFoundError: bad input or configuration, or ``out_dir`` holds results of other settings.
+    """
+    out_dir = Path(out_dir)
+    items = list(source) if not isinstance(source, (str, Path)) else list_fit_inputs(source)
+    rank, world, local_rank = world_from_env()
+    started_dist = init_distributed(world)
+    try:
+        return _run(items, out_dir, config, rank, world, local_rank, on_batch)
+    finally:
+        if started_dist:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _run(items: list[FitInput], out_dir: Path, config: FitJobConfig, rank: int, world: int, local_rank: int,
+         on_batch) -> dict:
+    _check_compatible(out_dir, config)
+    device = torch.device(config.device)
+    if device.type == "cuda" and device.index is None and world > 1:
+        device = torch.device("cuda", local_rank)
+    model = load_morphable_model(config.model).to(device)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(out_dir)
+        config.to_yaml(out_dir / CONFIG_NAME)
+    barrier(world)  # nobody writes before stale temporaries are gone
+
+    shard = [(i, item) for i, item in enumerate(items) if i % world == rank]
+    todo = [(i, item) for i, item in shard if not _is_done(out_dir, item.key, config.retry_failed)]
+    dataset = FitImageDataset([item for _, item in todo], config.detector, config.detector_options,
+                              config.image_size, config.crop_scale, "texture" in config.stages,
+                              indices=[i for i, _ in todo])
+    loader_options = {}
+    if config.num_workers > 0 and config.detector in ("fan", "auto"):
+        loader_options["multiprocessing_context"] = "spawn"  # a detector network must not be forked
+    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
+                        collate_fn=keep_as_list, **loader_options)
+    log = RunLog(out_dir / f"log_rank{rank}.jsonl")
+    board = TensorBoardMonitor(out_dir, model, config) if (config.tensorboard and rank == 0) else None
+    counts = {"fitted": 0, "failed": 0}
+    start = time.perf_counter()
+    bar = progress_bar(len(shard), len(shard) - len(todo), config.stages, enabled=config.progress and rank == 0)
+    try:
+        for batch_index, batch in enumerate(loader):
+            good = [it for it in batch if it["status"] == "ok"]
+            for it in batch:
+                if it["status"] != "ok":
+                    _record_failure(out_dir, it, rank, log)
+                    counts["failed"] += 1
+            fitted = _fit_and_write(model, good, config, device, out_dir, rank, log, counts)
+            elapsed = time.perf_counter() - start
+            rate = counts["fitted"] / elapsed if elapsed > 0 else 0.0
+            if board is not None and fitted is not None:
+                step = bar.n + len(batch)
+                board.scalars(fitted[0], rate, step)
+                if batch_index % config.overlay_every == 0:
+                    board.overlay(fitted[1], fitted[0], step)
+            bar.update(len(batch))
+            bar.set_postfix(images_per_s=f"{rate:.1f}", failed=counts["failed"])
+            if on_batch is not None:
+                on_batch(len(batch))
+    finally:
+        bar.close()
+        log.close()
+        if board is not None:
+            board.close()
+    seconds = time.perf_counter() - start
+    figures = {"images": len(items), "shard": len(shard), "skipped": len(shard) - len(todo), **counts,
+               "seconds": round(seconds, 3),
+               "images_per_s": round(counts["fitted"] / seconds, 3) if seconds > 0 and counts["fitted"] else None,
+               "rank": rank, "world_size": world}
+    every_rank = gather(figures, world)
+    barrier(world)  # every rank's results are on disk before the summary is made
+    if rank == 0:
+        figures["summary"] = write_summary(out_dir, len(items), every_rank)
+    return figures
+
+
+def _record_failure(out_dir: Path, item: dict, rank: int, log: RunLog) -> None:
+    record = {"image": item["image"], "key": item["key"], "status": "failed", "reason": item["reason"],
+              "error": item.get("error"), "rank": rank}
+    write_text_atomic(failure_path(out_dir, item["key"]), json.dumps(record))
+    log.write(record)
+
+
+def _fit_and_write(model, good: list[dict], config: FitJobConfig, device, out_dir: Path, rank: int, log: RunLog,
+                   counts: dict):
+    """Fit ``good`` as one batch (one by one if the batch fails) and write each result; returns the
+    (fit, items) of the largest batch that succeeded, for TensorBoard."""
+    if not good:
+        return None
+    try:
+        fit = fit_batch(model, good, config, device)
+    except (ValueError, RuntimeError) as exc:
+        if len(good) == 1:
+            failure = {**good[0], "reason": f"{good[0]['image']}: fitting failed: {exc}", "error": type(exc).__name__}
+            _record_failure(out_dir, failure, rank, log)
+            counts["failed"] += 1
+            return None
+        # one bad sample must not cost the batch: fit each alone
+        results = [_fit_and_write(model, [it], config, device, out_dir, rank, log, counts) for it in good]
+        return next((r for r in results if r is not None), None)
+    for b, item in enumerate(good):
+        if config.save_meshes != "none":
+            _save_mesh(model, fit, b, item, config, out_dir)
+        write_fit_result(result_path(out_dir, item["key"]), result_arrays(item, fit, b, model, config))
+        failure_path(out_dir, item["key"]).unlink(missing_ok=True)
+        log.write({"image": item["image"], "key": item["key"], "status": "ok", "rank": rank,
+                   "energy": {k: float(v[b]) for k, v in fit.energies.items()},
+                   "flags": {k: bool(v[b]) for k, v in fit.flags.items()}})
+        counts["fitted"] += 1
+    return fit, good
+
+
+def _save_mesh(model: MorphableModel, fit: BatchFit, b: int, item: dict, config: FitJobConfig, out_dir: Path) -> None:
+    params = fit.params.index(slice(b, b + 1))
+    with torch.no_grad():
+        vertices = model.shape(params.alpha_id, params.alpha_exp)[0].cpu().numpy()
+        colours = None
+        if params.beta is not None and model.tex_dims:
+            colours = model.albedo(params.beta)[0].cpu().numpy()
+    if not np.isfinite(vertices).all():  # the result records the `nonfinite` flag; no mesh to write
+        return
+    path = Path(out_dir) / "meshes" / f"{item['key']}.{config.save_meshes}"
+    write_mesh(path, vertices, model.triangles.cpu().numpy(), colours)

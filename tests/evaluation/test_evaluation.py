@@ -1,0 +1,175 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy.spatial.transform import Rotation
+
+from diffface.alignment import Similarity
+from diffface.cli.main import main
+from diffface.evaluation import (TriangleMeshIndex, auc, ced_curve, closest_points_brute_force,
+                                 closest_points_on_mesh, icp, landmark_alignment, normalized_distance_d)
+from diffface.mesh_io import write_obj
+
+
+def surface(n=40):
+    """A curved, asymmetric face-like height field (distinct principal axes)."""
+    x, y = np.meshgrid(np.linspace(-1, 1, n), np.linspace(-1.3, 1.3, n))
+    z = 0.6 * np.exp(-(x ** 2 + y ** 2) * 1.5) + 0.15 * np.sin(3 * x + 1) * np.cos(2 * y) + 0.2 * x * y
+    vertices = np.stack([x, y, z], -1).reshape(-1, 3) * 80
+    i = np.arange(n * n).reshape(n, n)
+    faces = np.concatenate([np.stack([i[:-1, :-1], i[:-1, 1:], i[1:, 1:]], -1).reshape(-1, 3),
+                            np.stack([i[:-1, :-1], i[1:, 1:], i[1:, :-1]], -1).reshape(-1, 3)])
+    return vertices, faces
+
+
+def surface_samples(vertices, faces, count, rng):
+    tri = rng.choice(len(faces), count)
+    return np.einsum("nk,nkd->nd", rng.dirichlet([1, 1, 1], count), vertices[faces[tri]])
+
+
+def test_closest_points_match_brute_force_random_mesh():
+    rng = np.random.default_rng(0)
+    vertices = rng.normal(size=(60, 3))
+    faces = rng.integers(0, 60, size=(120, 3))  # includes degenerate triangles
+    points = np.concatenate([rng.normal(size=(200, 3)), 30 * rng.normal(size=(40, 3)), vertices[:20],
+                             (vertices[faces[:20, 0]] + vertices[faces[:20, 1]]) / 2])
+    fast, slow = closest_points_on_mesh(points, vertices, faces), closest_points_brute_force(points, vertices, faces)
+    np.testing.assert_allclose(fast.distances, slow.distances, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(fast.points - points, axis=1), fast.distances, atol=1e-12)
+    corners = vertices[faces[fast.triangle_ids]]
+    np.testing.assert_allclose(np.einsum("nk,nkd->nd", fast.barycentrics, corners), fast.points, atol=1e-12)
+    assert (fast.barycentrics >= -1e-12).all()
+
+
+def test_closest_points_on_surface_with_noise_and_far_points():
+    rng = np.random.default_rng(1)
+    vertices, faces = surface(30)
+    points = np.concatenate([vertices + rng.normal(size=vertices.shape) * 2, rng.normal(size=(30, 3)) * 500])
+    index = TriangleMeshIndex(vertices, faces, k=4)
+    fast, slow = index.query(points), closest_points_brute_force(points, vertices, faces)
+    np.testing.assert_allclose(fast.distances, slow.distances, atol=1e-9)
+
+
+@pytest.mark.parametrize("with_scale", [False, True])
+@pytest.mark.parametrize("use_landmarks", [False, True])
+def test_icp_recovers_a_similarity(with_scale, use_landmarks):
+    rng = np.random.default_rng(2)
+    vertices, faces = surface(50)
+    truth = surface_samples(vertices, faces, 3000, rng)  # a different sampling of the same surface
+    rotation = Rotation.random(random_state=5).as_matrix()
+    scale = 1.25 if with_scale else 1.0
+    source = scale * truth @ rotation.T + rng.normal(size=3) * 20
+    init = (source[:68], truth[:68]) if use_landmarks else None
+    result = icp(source, vertices, faces, with_scale=with_scale, init=init, coarse_points=1000, tolerance=1e-7)
+    assert result.converged
+    assert np.abs(result.aligned - truth).max() < 1e-4 * 80
+    np.testing.assert_allclose(float(result.similarity.scale[0]), 1 / scale, rtol=1e-5)
+    np.testing.assert_allclose(result.similarity.rotation[0].numpy(), rotation.T, atol=1e-4)
+
+
+def test_landmark_alignment_only_uses_landmarks():
+    rng = np.random.default_rng(3)
+    vertices, faces = surface(30)
+    truth = surface_samples(vertices, faces, 500, rng)
+    rotation = Rotation.random(random_state=1).as_matrix()
+    source = truth @ rotation.T + 5
+    result = landmark_alignment(source, source[:10], truth[:10], vertices, faces)
+    assert result.iterations == 0 and np.abs(result.aligned - truth).max() < 1e-9
+    assert result.distances.max() < 1e-6
+
+
+def test_degenerate_inputs_raise():
+    vertices, faces = surface(10)
+    with pytest.raises(ValueError, match="empty"):
+        icp(np.zeros((0, 3)), vertices, faces)
+    with pytest.raises(ValueError, match="no triangles"):
+        icp(vertices, vertices, np.zeros((0, 3), int))
+    bad = vertices.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        icp(bad, vertices, faces)
+    with pytest.raises(ValueError, match="NaN"):
+        icp(vertices, bad, faces)
+    far = Similarity(torch.eye(3, dtype=torch.float64)[None], torch.tensor([[1e4, 0, 0]], dtype=torch.float64),
+                     torch.ones(1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="no overlap"):
+        icp(vertices, vertices, faces, init=far, max_distance=10.0)
+    with pytest.raises(ValueError, match="at least 3 landmarks"):
+        landmark_alignment(vertices, np.full((68, 3), np.nan), vertices[:68], vertices, faces)
+
+
+def test_normalized_distance_hand_example():
+    gt = np.array([[0.0, 0, 0], [2, 0, 0], [0, 2, 0], [2, 2, 0]])  # spread: 4 points at distance √2: 8
+    pred = gt + np.array([[0.1, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0]])
+    assert normalized_distance_d(pred, gt) == pytest.approx(100 * 0.01 / 8)
+    batched = normalized_distance_d(torch.tensor(np.stack([pred, gt])), torch.tensor(np.stack([gt, gt])))
+    np.testing.assert_allclose(batched.numpy(), [100 * 0.01 / 8, 0])
+
+
+def test_auc_matches_numerical_integration_and_ced():
+    rng = np.random.default_rng(4)
+    errors = np.concatenate([rng.uniform(0, 1.5, 50), [np.inf, 0.0]])
+    t = np.linspace(0, 1, 200001)
+    curve = ced_curve(errors, t)
+    assert auc(errors) == pytest.approx(np.trapezoid(curve, t), abs=1e-4)
+    assert auc(np.array([0.0, 0.5])) == pytest.approx(0.75)
+    assert curve[-1] == pytest.approx(np.mean(errors <= 1))
+    with pytest.raises(ValueError):
+        auc(np.array([np.nan]))
+
+
+def _write_folder(folder, meshes, landmarks=None):
+    folder.mkdir(parents=True)
+    for name, (vertices, faces) in meshes.items():
+        write_obj(folder / f"{name}.obj", vertices, faces)
+        if landmarks is not None:
+            np.save(folder / f"{name}_landmarks.npy", landmarks[name])
+
+
+def test_cli_evaluate_and_compare(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    vertices, faces = surface(20)
+    landmark_ids = np.arange(0, 400, 6)[:68]
+    gt, good, bad = {}, {}, {}
+    for k in range(3):
+        shape = vertices + rng.normal(size=vertices.shape) * 0.3
+        gt[f"face_{k:04d}"] = (shape, faces)
+        moved = shape @ Rotation.random(random_state=k).as_matrix().T + 3
+        good[f"face_{k:04d}.png"] = (moved + rng.normal(size=shape.shape) * 0.2, faces)
+        bad[f"face_{k:04d}.png"] = (moved + rng.normal(size=shape.shape) * 3.0, faces)
+    del bad["face_0002.png"]  # a missing prediction is a failure
+    _write_folder(tmp_path / "S" / "meshes", gt, {key: v[landmark_ids] for key, (v, _) in gt.items()})
+    _write_folder(tmp_path / "A" / "meshes", good)
+    _write_folder(tmp_path / "B", bad)
+    np.save(tmp_path / "ids.npy", landmark_ids)
+    out = tmp_path / "E"
+    assert main(["evaluate", "--compare", f"good={tmp_path / 'A'}", f"bad={tmp_path / 'B'}", "--gt",
+                 str(tmp_path / "S" / "meshes"), "--landmarks", str(tmp_path / "ids.npy"), "--out", str(out),
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["good/n"] == 3 and summary["bad/n"] == 2 and summary["bad/n_failed"] == 1
+    report = json.loads((out / "report.json").read_text())
+    good_m, bad_m = report["methods"]["good"], report["methods"]["bad"]
+    for m in (good_m, bad_m):
+        assert {"auc", "median", "n", "mean_mm", "median_mm", "rms_mm", "samples", "landmarks"} <= set(m)
+    assert good_m["auc"] > bad_m["auc"] and good_m["median"] < bad_m["median"]
+    assert good_m["landmarks"]["n"] == 3 and good_m["mean_mm"] < 0.5
+    assert [s["status"] for s in bad_m["samples"]] == ["ok", "ok", "failed"]
+    image = Image.open(out / "ced.png")
+    image.verify()
+    assert image.format == "PNG"
+    # single pair form, rigid and without landmarks beside the predictions
+    out2 = tmp_path / "E2"
+    assert main(["evaluate", str(tmp_path / "A"), str(tmp_path / "S"), "--scale", "--out", str(out2)]) == 0
+    report2 = json.loads((out2 / "report.json").read_text())
+    (method,) = report2["methods"].values()
+    assert method["n"] == 3 and method["landmarks"] is None and report2["with_scale"] is True
+
+
+def test_cli_evaluate_bad_arguments(tmp_path, capsys):
+    assert main(["evaluate", "--compare", "x", "--gt", str(tmp_path), "--out", str(tmp_path / "E")]) == 2
+    assert "NAME=DIR" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "nope"), str(tmp_path), "--out", str(tmp_path / "E")]) == 2
+    assert "no such folder" in capsys.readouterr().err
