@@ -136,6 +136,16 @@ def _from_vector(x: np.ndarray, size: float) -> Similarity:
     return _make_similarity(Rotation.from_rotvec(x[:3]).as_matrix(), x[3:6] * size, float(np.exp(x[6])))
 
 
+def _inliers(distances: np.ndarray, trim_fraction: float, max_distance: float | None) -> np.ndarray:
+    """Correspondences kept: within ``max_distance`` and below the ``1 - trim_fraction`` quantile."""
+    inliers = np.ones(len(distances), bool)
+    if max_distance is not None:
+        inliers &= distances <= max_distance
+    if trim_fraction > 0:
+        inliers &= distances <= np.quantile(distances, 1.0 - trim_fraction)
+    return inliers
+
+
 def _iterate(source: np.ndarray, index: TriangleMeshIndex, similarity: Similarity, with_scale: bool,
              max_iterations: int, tolerance: float, trim_fraction: float, max_distance: float | None,
              memory: int = 5, vertices_only: bool = False):
@@ -156,11 +166,7 @@ def _iterate(source: np.ndarray, index: TriangleMeshIndex, similarity: Similarit
         aligned = _apply(similarity, source)
         # intermediate correspondences need not be certified exact; the final ones are (see icp)
         found = index.nearest_vertices(aligned) if vertices_only else index.query(aligned, exact=False)
-        inliers = np.ones(len(source), bool)
-        if max_distance is not None:
-            inliers &= found.distances <= max_distance
-        if trim_fraction > 0:
-            inliers &= found.distances <= np.quantile(found.distances, 1.0 - trim_fraction)
+        inliers = _inliers(found.distances, trim_fraction, max_distance)
         if inliers.sum() < 3:
             raise ValueError(
                 f"no overlap between the reconstruction and the scan: {int(inliers.sum())} of {len(source)} "
@@ -173,6 +179,9 @@ def _iterate(source: np.ndarray, index: TriangleMeshIndex, similarity: Similarit
             continue
         previous_energy = energy
         if converged or iterations >= max_iterations:
+            if not vertices_only:  # the result's correspondences are certified exact
+                found = index.query(aligned)
+                inliers = _inliers(found.distances, trim_fraction, max_distance)
             return similarity, aligned, found, inliers, iterations, converged
         weights = None if inliers.all() else inliers.astype(np.float64)
         step_similarity = _procrustes_np(source, found.points, weights, with_scale)
