@@ -1,11 +1,12 @@
 """Rigid / similarity ICP of a reconstruction onto a ground-truth scan surface, and landmark-only alignment.
 
-Each ICP iteration projects the moved reconstruction vertices onto the scan *surface* (the exact
-closest point on its triangles, :class:`~diffface.evaluation.closest_point.TriangleMeshIndex`) and
+Each ICP iteration projects the moved reconstruction vertices onto the scan *surface* (the closest
+point on its triangles, :class:`~diffface.evaluation.closest_point.TriangleMeshIndex`; among the
+triangles with the 8 nearest centroids during the iterations, certified exact for the result) and
 Procrustes-aligns the original reconstruction to those projections (:func:`diffface.alignment.procrustes`),
 until the vertices move less than ``tolerance`` × the scan's RMS radius. It runs coarse to fine: first
-on a fixed random subset of ``coarse_points`` vertices, then on all of them, so the full-resolution
-projections (the costly part) are needed only for the last few iterations.
+on a fixed random subset of ``coarse_points`` vertices, then on ``fine_points`` of them (all of them
+when the reconstruction has fewer); the returned alignment then projects every vertex exactly.
 
 Initialisation: Procrustes on landmark correspondences when given; else the centroids and principal
 axes of both point sets (the four proper sign choices of the axes, plus the identity rotation for
@@ -148,7 +149,7 @@ def _inliers(distances: np.ndarray, trim_fraction: float, max_distance: float | 
 
 def _iterate(source: np.ndarray, index: TriangleMeshIndex, similarity: Similarity, with_scale: bool,
              max_iterations: int, tolerance: float, trim_fraction: float, max_distance: float | None,
-             memory: int = 5, vertices_only: bool = False):
+             memory: int = 5, vertices_only: bool = False, certify: bool = True):
     """ICP iterations from ``similarity``; returns (similarity, aligned, found, inliers, iterations, converged).
 
     Plain point-to-surface ICP converges linearly and slowly where the surface is flat (the points
@@ -179,7 +180,7 @@ def _iterate(source: np.ndarray, index: TriangleMeshIndex, similarity: Similarit
             continue
         previous_energy = energy
         if converged or iterations >= max_iterations:
-            if not vertices_only:  # the result's correspondences are certified exact
+            if certify and not vertices_only:  # the result's correspondences are certified exact
                 found = index.query(aligned)
                 inliers = _inliers(found.distances, trim_fraction, max_distance)
             return similarity, aligned, found, inliers, iterations, converged
@@ -210,7 +211,7 @@ def _iterate(source: np.ndarray, index: TriangleMeshIndex, similarity: Similarit
 def icp(source_vertices: np.ndarray, target_vertices: np.ndarray, target_faces: np.ndarray,
         with_scale: bool = False, init: Similarity | tuple[np.ndarray, np.ndarray] | None = None,
         max_iterations: int = 100, tolerance: float = 1e-5, trim_fraction: float = 0.0,
-        max_distance: float | None = None, coarse_points: int = 2000, seed: int = 0,
+        max_distance: float | None = None, coarse_points: int = 2000, fine_points: int = 5000, seed: int = 0,
         index: TriangleMeshIndex | None = None) -> AlignmentResult:
     """Align a reconstruction to a scan surface by ICP with exact point-to-surface projections.
 
@@ -225,6 +226,8 @@ def icp(source_vertices: np.ndarray, target_vertices: np.ndarray, target_faces: 
         trim_fraction: drop this fraction of the farthest pairs in each Procrustes step (0: none).
         max_distance: drop pairs farther apart than this (scan units; ``None``: none).
         coarse_points: vertices of the coarse phase (a fixed random subset; 0: skip the phase).
+        fine_points: vertices of the fine phase (a fixed random subset; 0: all vertices). The
+            result's correspondences and errors always cover every vertex.
         seed: the subset's random seed.
         index: a prebuilt :class:`TriangleMeshIndex` of the scan (reused across reconstructions).
 
@@ -246,9 +249,13 @@ def icp(source_vertices: np.ndarray, target_vertices: np.ndarray, target_faces: 
         index = TriangleMeshIndex(*check_mesh(target_vertices, target_faces, "scan"))
     if not 0.0 <= trim_fraction < 1.0:
         raise ValueError(f"trim_fraction must be in [0, 1), got {trim_fraction}")
+    rng = np.random.default_rng(seed)
     subset = source
     if 0 < coarse_points < len(source):
-        subset = source[np.random.default_rng(seed).choice(len(source), coarse_points, replace=False)]
+        subset = source[rng.choice(len(source), coarse_points, replace=False)]
+    fine = source
+    if 0 < fine_points < len(source):
+        fine = source[rng.choice(len(source), fine_points, replace=False)]
     args = (with_scale, max_iterations, tolerance * 10, trim_fraction, max_distance)
     if isinstance(init, Similarity):
         start = init
@@ -268,7 +275,12 @@ def icp(source_vertices: np.ndarray, target_vertices: np.ndarray, target_faces: 
     if subset is not source:
         start, _, _, _, iterations, _ = _iterate(subset, index, start, *args)
     similarity, aligned, found, inliers, more, converged = _iterate(
-        source, index, start, with_scale, max_iterations, tolerance, trim_fraction, max_distance)
+        fine, index, start, with_scale, max_iterations, tolerance, trim_fraction, max_distance,
+        certify=fine is source)
+    if fine is not source:  # every vertex's exact correspondence under the final alignment
+        aligned = _apply(similarity, source)
+        found = index.query(aligned)
+        inliers = _inliers(found.distances, trim_fraction, max_distance)
     return AlignmentResult(similarity=similarity, aligned=aligned, projections=found.points,
                            distances=found.distances, triangle_ids=found.triangle_ids, inliers=inliers,
                            iterations=iterations + more, converged=converged)
