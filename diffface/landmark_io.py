@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic_io import write_text_atomic
+
 ONE_BASED_OFFSET = 1.0
 
 
@@ -55,7 +57,4 @@ def write_pts(path: str | Path, points: np.ndarray, one_based_offset: float = ON
     if points.ndim != 2 or points.shape[1] != 2:
         raise ValueError(f"points must be (N, 2), got {points.shape}")
     body = "\n".join(f"{x + one_based_offset:.3f} {y + one_based_offset:.3f}" for x, y in points)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"version: 1\nn_points:  {len(points)}\n{{\n{body}\n}}\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, f"version: 1\nn_points:  {len(points)}\n{{\n{body}\n}}\n")

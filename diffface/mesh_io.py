@@ -20,12 +20,13 @@ are ignored. :func:`read_mesh` dispatches on the suffix. Every reader returns fl
 from __future__ import annotations
 
 import gc
-import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from .atomic_io import write_bytes_atomic, write_text_atomic
 
 def _check_mesh_arrays(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Vertices and faces as arrays, or a ``ValueError`` saying what is wrong. Shape: (V, 3), (F, 3)."""
@@ -69,10 +70,7 @@ def write_obj(path: str | Path, vertices: np.ndarray, faces: np.ndarray) -> Path
     vertex_lines = ("v %r %r %r\n" * len(vertices)) % tuple(vertices.astype(np.float64).ravel().tolist())
     face_lines = ("f %d %d %d\n" * len(faces)) % tuple((faces.astype(np.int64) + 1).ravel().tolist())
     header = f"# diffface mesh: {len(vertices)} vertices, {len(faces)} triangles\n"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(header + vertex_lines + face_lines, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, header + vertex_lines + face_lines)
 
 
 def read_obj(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -219,13 +217,6 @@ def _read_text(path: Path) -> str:
         raise ValueError(f"{path}: cannot read mesh file ({exc})") from exc
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
-
-
 # -- PLY ----------------------------------------------------------------------------------------
 
 _PLY_TYPES = {
@@ -279,7 +270,7 @@ def write_ply(path: str | Path, vertices: np.ndarray, faces: np.ndarray,
     face_rows = np.empty(len(faces), dtype=[("n", "u1"), ("v", "<i4", (3,))])
     face_rows["n"], face_rows["v"] = 3, faces
     data = ("\n".join(header) + "\n").encode("ascii") + vertex_rows.tobytes() + face_rows.tobytes()
-    return _write_bytes_atomic(path, data)
+    return write_bytes_atomic(path, data)
 
 
 def read_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

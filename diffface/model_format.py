@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic_io import atomic_write
+
 FORMAT_NAME = "diffface-morphable-model"
 FORMAT_VERSION = 1
 NUM_LANDMARKS = 68
@@ -192,11 +194,8 @@ def save_model_npz(model: MorphableModelData, path: str | Path) -> Path:
         "has_albedo": bool(model.has_albedo),
         "metadata": model.metadata,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_write(path) as fh:
         np.savez(fh, header=np.array(json.dumps(header, default=_json_default)), **arrays)
-    tmp.replace(path)
     return path
 
 

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .atomic_io import atomic_write, write_text_atomic
+
 from .geometry import vertex_normals
 from .landmark_io import write_pts
 from .mesh_io import write_obj
@@ -311,21 +313,16 @@ def random_occluders(face_mask: torch.Tensor, generator: torch.Generator, probab
 
 # -- writing ---------------------------------------------------------------------------------------
 
-def _write_atomic(path: Path, write: Callable[[object], None], binary: bool = True) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb" if binary else "w", encoding=None if binary else "utf-8") as handle:
-        write(handle)
-    tmp.replace(path)
+def _write_png(path: Path, image: np.ndarray) -> Path:
+    with atomic_write(path) as handle:
+        Image.fromarray(image).save(handle, format="PNG")
     return path
 
 
-def _write_png(path: Path, image: np.ndarray) -> Path:
-    return _write_atomic(path, lambda f: Image.fromarray(image).save(f, format="PNG"))
-
-
 def _write_npy(path: Path, array: np.ndarray) -> Path:
-    return _write_atomic(path, lambda f: np.save(f, array))
+    with atomic_write(path) as handle:
+        np.save(handle, array)
+    return path
 
 
 def _previous_benchmark_files(out: Path) -> list[Path]:
@@ -378,7 +375,9 @@ def write_params_npz(path: Path, model: MorphableModel, params: FaceParameters, 
         "model_fingerprint": np.array(model.fingerprint),
         **extra,
     }
-    return _write_atomic(path, lambda f: np.savez(f, **arrays))
+    with atomic_write(path) as handle:
+        np.savez(handle, **arrays)
+    return path
 
 
 # -- the benchmark ---------------------------------------------------------------------------------
@@ -533,7 +532,7 @@ def generate_benchmark(out_dir: str | Path, config: SynthBenchmarkConfig = Synth
         "params": "params.npz",
         "samples": samples,
     }
-    _write_atomic(out / "manifest.json", lambda f: json.dump(manifest, f, indent=1), binary=False)
+    write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=1))
     return {
         "faces": config.num_faces, "image_size": size, "model": model.name,
         "mesh_vertices": mesh_size[0], "mesh_faces": mesh_size[1],

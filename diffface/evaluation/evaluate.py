@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..atomic_io import write_text_atomic
 from .closest_point import TriangleMeshIndex, check_mesh
 from .icp import AlignmentResult, icp, landmark_alignment
 from .metrics import auc, error_mm_stats, normalized_distance_d
@@ -211,9 +212,7 @@ def evaluate_methods(methods: dict[str, str | Path], gt_dir: str | Path, out_dir
         report["methods"][name] = summary
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1, allow_nan=False, default=_no_nan))
-    tmp.replace(out / "report.json")
+    write_text_atomic(out / "report.json", json.dumps(report, indent=1, allow_nan=False, default=_no_nan))
     curves = {}
     for name in methods:
         for alignment in ALIGNMENTS:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..atomic_io import atomic_write
 from .metrics import auc, ced_curve
 
 __all__ = ["plot_ced"]
@@ -60,7 +61,6 @@ def plot_ced(errors_by_method: dict[str, np.ndarray], path: str | Path, max_erro
         draw.line([(x0 + 10, ly + 6), (x0 + 30, ly + 6)], fill=colour, width=3)
         draw.text((x0 + 36, ly), f"{name} (AUC {auc(errors, max_error):.3f})", fill="black", font=font)
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_write(path) as handle:
+        image.save(handle, format="PNG")
     return path

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from diffface.atomic_io import atomic_write, write_text_atomic
 from diffface.landmark_io import read_pts
 
 from .detection import FaceDetection, LandmarkDetector, NUM_LANDMARKS, box_from_landmarks
@@ -89,18 +90,14 @@ def write_landmarks_json(path: str | Path, detections: Sequence[FaceDetection], 
     content = {"image": image, "convention": "0-based pixels, pixel centres at integers",
                "faces": [{"landmarks": d.landmarks.round(3).tolist(), "box": d.box.round(3).tolist(),
                           "score": float(d.score)} for d in detections]}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(content), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, json.dumps(content))
 
 
 def write_landmarks_npy(path: str | Path, detections: Sequence[FaceDetection]) -> Path:
     """Write detections' landmarks as one ``(K, 68, 2)`` array, atomically."""
     path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.npy")
-    np.save(tmp, np.stack([d.landmarks for d in detections]) if detections else np.zeros((0, NUM_LANDMARKS, 2)))
-    tmp.replace(path)
+    with atomic_write(path) as handle:
+        np.save(handle, np.stack([d.landmarks for d in detections]) if detections else np.zeros((0, NUM_LANDMARKS, 2)))
     return path
 
 

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import ImageDraw
 
+from diffface.atomic_io import atomic_write, write_text_atomic
 from diffface.landmark_io import write_pts
 from diffface.report_images import overlay_landmarks
 
@@ -55,9 +56,8 @@ def draw_overlay(image: np.ndarray, detections: Sequence[FaceDetection], path: P
     draw = ImageDraw.Draw(picture)
     for d in detections:
         draw.rectangle([float(v) for v in d.box], outline=(255, 220, 0), width=max(1, int(radius)))
-    tmp = path.with_name(path.stem + ".tmp.png")
-    picture.save(tmp)
-    tmp.replace(path)
+    with atomic_write(path) as handle:
+        picture.save(handle, format="PNG")
     return path
 
 
@@ -112,7 +112,5 @@ def landmark_images(image_paths: Sequence[str | Path], detector: LandmarkDetecto
               "images_per_s": round(counts["ok"] / seconds, 3) if seconds > 0 and counts["ok"] else None,
               "failures": [{"image": r["image"], "reason": r["reason"]} for r in records if r["status"] == "failed"],
               "records": records}
-    tmp = out_dir / (REPORT_NAME + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1), encoding="utf-8")
-    tmp.replace(out_dir / REPORT_NAME)
+    write_text_atomic(out_dir / REPORT_NAME, json.dumps(report, indent=1))
     return report

@@ -4,7 +4,6 @@
 - :mod:`.inputs`: :func:`list_fit_inputs` and the DataLoader :class:`FitImageDataset`.
 - :mod:`.batch`: fitting one batch (stage 1, optionally stage 2) and mapping it back to the original images.
 - :mod:`.results`: the on-disk layout and result format, its writers and readers (:func:`read_fit_results`).
-- :mod:`.atomic`: write-then-rename file writes.
 - :mod:`.monitor`: the per-rank jsonl log and TensorBoard.
 - :mod:`.distributed`: ranks and gloo collectives of a ``torchrun`` job.
 - :mod:`.runner`: :func:`run_fit_job`, with resume and sharding over ranks.

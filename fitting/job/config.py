@@ -12,7 +12,7 @@ from diffface.landmarks import DETECTORS
 
 from ..landmark_fitting import LandmarkFitConfig
 from ..texture_fitting import TextureFitConfig
-from .atomic import write_text_atomic
+from diffface.atomic_io import write_text_atomic
 
 STAGES = ("landmarks", "texture")
 MESH_FORMATS = ("none", "obj", "ply")

@@ -45,13 +45,12 @@ The parameters are in the original image's frame (see :mod:`diffface.fitting.job
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .atomic import tmp_name, write_text_atomic
+from diffface.atomic_io import atomic_write, write_text_atomic
 
 if TYPE_CHECKING:
     from diffface.morphable_model import MorphableModel
@@ -77,11 +76,8 @@ def failure_path(out_dir: str | Path, key: str) -> Path:
 def write_fit_result(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     """Write one result ``.npz`` atomically (a temporary file, then a rename): it exists whole or not at all."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(path)
-    with open(tmp, "wb") as handle:
+    with atomic_write(path) as handle:
         np.savez(handle, **arrays)
-    os.replace(tmp, path)
     return path
 
 

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from diffface.morphable_model import MorphableModel, load_morphable_model
 
-from .atomic import write_text_atomic
+from diffface.atomic_io import TEMPORARY_GLOB, write_text_atomic
 from .batch import BatchFit, fit_batch
 from .config import FIT_SETTINGS, FitJobConfig, fit_settings
 from .distributed import barrier, gather, init_distributed, world_from_env
@@ -57,10 +57,10 @@ def _is_done(out_dir: Path, key: str, retry_failed: bool) -> bool:
 
 
 def _remove_stale_temporaries(out_dir: Path) -> None:
-    # results use hidden ``.<name>.<host>.<pid>.tmp`` names (.atomic); meshes the ``<name>.tmp`` of diffface.mesh_io
-    for folder, pattern in ((out_dir / RESULTS_DIR, ".*.tmp"), (out_dir / "meshes", "*.tmp")):
+    # every file of a job is written through diffface.atomic_io, whose temporaries match TEMPORARY_GLOB
+    for folder in (out_dir / RESULTS_DIR, out_dir / "meshes"):
         if folder.is_dir():
-            for tmp in folder.rglob(pattern):
+            for tmp in folder.rglob(TEMPORARY_GLOB):
                 tmp.unlink(missing_ok=True)
 
 
