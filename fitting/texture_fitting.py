@@ -20,8 +20,8 @@
 Each round optimises one parameter group at a time (lighting, albedo, pose, identity, expression)
 with Adam in σ units. Every sample's energy depends on its own parameters only and Adam scales
 each coordinate by its own gradient history, so samples in a batch do not influence each other; a
-sample whose energy turns non-finite is put back to its last finite state and flagged. The SH
-lighting starts from the linear least-squares solution under the mean albedo.
+sample whose energy turns non-finite is put back to its last finite state and flagged. Missing SH
+lighting is solved exactly before anything else moves (by the lighting group when it comes first).
 """
 
 from __future__ import annotations
@@ -119,26 +119,6 @@ def texture_norm(rendered: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     else:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     return total / mask.sum((1, 2, 3)).clamp_min(1.0)
-
-
-def least_squares_lighting(albedo: torch.Tensor, normals: torch.Tensor, colours: torch.Tensor,
-                           weight: torch.Tensor, ridge: float = 1e-4) -> torch.Tensor:
-    """SH coefficients minimising ``Σ w ‖albedo ⊙ (H(n)·L) − colour‖²`` per sample and channel (ridge-damped).
-
-    Shape:
-        albedo, normals, colours: (B, V, 3); weight: (B, V) -> (B, 27) (channel-major, as ``sh_shading``).
-    """
-    attenuation = torch.tensor(SH_ATTENUATION, dtype=normals.dtype, device=normals.device)
-    basis = sh_basis(normals) * attenuation  # (B, V, 9): irradiance basis
-    solutions = []
-    for c in range(3):
-        design = basis * albedo[..., c:c + 1]  # (B, V, 9)
-        weighted = design * weight[..., None]
-        normal_matrix = weighted.transpose(1, 2) @ design + ridge * torch.eye(9, dtype=design.dtype,
-                                                                                device=design.device)
-        rhs = weighted.transpose(1, 2) @ colours[..., c:c + 1]
-        solutions.append(torch.linalg.solve(normal_matrix, rhs)[..., 0])
-    return torch.stack(solutions, 1).reshape(albedo.shape[0], 27)
 
 
 def irls_weights(residual: torch.Tensor, norm: str, eps: float = 1e-3) -> torch.Tensor:
@@ -288,30 +268,6 @@ class _Stage2Energy:
                 "exp_prior": exp_prior, "output": out, "vertices": vertices, "albedo": albedo}
 
 
-def initial_lighting(model: MorphableModel, params: FaceParameters, images: torch.Tensor,
-                     uv_size: int = 64) -> torch.Tensor:
-    """SH lighting by least squares on the visible vertices, under the current albedo and shape.
-
-    Shape:
-        images: (B, 3, H, W) -> (B, 27).
-    """
-    probe = replace(params)
-    if probe.beta is None:
-        probe.beta = torch.zeros(images.shape[0], model.tex_dims, dtype=images.dtype, device=images.device)
-    if probe.sh is None:
-        probe.sh = torch.zeros(images.shape[0], 27, dtype=images.dtype, device=images.device)
-    with torch.no_grad():
-        vertices, albedo = model.from_parameters(probe)
-        renderer = VertexRenderer(model.uv, model.triangles, uv_size).to(images.device, images.dtype)
-        out = renderer(vertices, albedo, probe.sh, images, angles=probe.angles, translation=probe.translation,
-                       focal=probe.focal, principal_point=probe.principal_point)
-        normals = lighting_frame_normals(vertices, model.triangles, probe.angles)
-        inside = ((out.uv_points[..., 0] >= 0) & (out.uv_points[..., 0] <= images.shape[-1] - 1)
-                  & (out.uv_points[..., 1] >= 0) & (out.uv_points[..., 1] <= images.shape[-2] - 1))
-        weight = (out.visible & inside).to(images.dtype)
-        return least_squares_lighting(albedo, normals, out.sampled_colors, weight)
-
-
 def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch.Tensor, init: FaceParameters,
                 config: TextureFitConfig = TextureFitConfig(), progress=None) -> TextureFitResult:
     """Batched stage-2 fitting from stage-1 parameters.
@@ -321,7 +277,7 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
         images: photos in [0, 1].
         landmarks_2d: the observed landmarks in pixels (NaN rows: missing).
         init: starting parameters (stage 1's); missing ``beta`` starts at the mean albedo, missing
-            ``sh`` at the least-squares lighting.
+            ``sh`` at the exact lighting for the starting shape and albedo.
         config: weights, norm and iteration counts.
         progress: optional ``progress(round_index, energy)``.
 
@@ -341,11 +297,16 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
     start = replace(init)
     if start.beta is None:
         start.beta = torch.zeros(B, model.tex_dims, dtype=images.dtype, device=images.device)
+    # missing lighting is solved exactly, here or by the first group of the first round
+    solve_lighting_first = start.sh is None and config.groups[:1] != ("lighting",)
     if start.sh is None:
-        start.sh = initial_lighting(model, start, images, config.uv_size)
+        start.sh = torch.zeros(B, 27, dtype=images.dtype, device=images.device)
     variables = _scaled_variables(model, start)
     focal, principal_point = start.focal.detach(), start.principal_point.detach()
     energy_fn = _Stage2Energy(model, images, landmarks_2d, config)
+    if solve_lighting_first:
+        with torch.no_grad():
+            _solve_appearance("lighting", model, energy_fn, variables, focal, principal_point, config)
     last_good = {k: v.detach().clone() for k, v in variables.items()}
     diverged = torch.zeros(B, dtype=torch.bool, device=images.device)
     history = []

@@ -105,3 +105,14 @@ def test_bad_input(model, scene):
         TextureFitConfig(norm="l0")
     with pytest.raises(ValueError, match="groups"):
         TextureFitConfig(groups=("pose", "hair"))
+
+
+def test_missing_lighting_is_solved_before_other_groups_move(model, scene):
+    truth, images, landmarks = scene
+    start = replace(truth, sh=None)
+    solved = {}
+    for groups in (("pose",), ("lighting",)):  # pose first: the same exact lighting is solved up front
+        config = TextureFitConfig(groups=groups, rounds=1, steps_per_group=0, uv_size=32)
+        solved[groups] = fit_texture(model, images, landmarks, start, config).params.sh
+    assert torch.isfinite(solved[("pose",)]).all() and solved[("pose",)].abs().sum() > 0
+    torch.testing.assert_close(solved[("pose",)], solved[("lighting",)])
