@@ -19,16 +19,7 @@ from scipy.spatial.transform import Rotation
 from bench_output import add_output_arguments, emit
 from diffface.evaluation import (TriangleMeshIndex, closest_points_brute_force, error_mm_stats, icp,
                                  normalized_distance_d)
-
-
-def face_scan(n: int) -> tuple[np.ndarray, np.ndarray]:
-    x, y = np.meshgrid(np.linspace(-1, 1, n), np.linspace(-1.3, 1.3, n))
-    z = 0.6 * np.exp(-(x ** 2 + y ** 2) * 1.5) + 0.15 * np.sin(3 * x + 1) * np.cos(2 * y) + 0.2 * x * y
-    vertices = np.stack([x, y, z], -1).reshape(-1, 3) * 80
-    i = np.arange(n * n).reshape(n, n)
-    faces = np.concatenate([np.stack([i[:-1, :-1], i[:-1, 1:], i[1:, 1:]], -1).reshape(-1, 3),
-                            np.stack([i[:-1, :-1], i[1:, 1:], i[1:, :-1]], -1).reshape(-1, 3)])
-    return vertices, faces
+from diffface.evaluation.reference_meshes import height_field_scan
 
 
 def main() -> None:
@@ -37,7 +28,7 @@ def main() -> None:
     add_output_arguments(parser)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    vertices, faces = face_scan(224)
+    vertices, faces = height_field_scan(224)
     pairs, brute_points = (2, 100) if args.quick else (5, 400)
     start = time.perf_counter()
     index = TriangleMeshIndex(vertices, faces)

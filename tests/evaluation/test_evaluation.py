@@ -10,18 +10,8 @@ from diffface.alignment import Similarity
 from diffface.cli.main import main
 from diffface.evaluation import (TriangleMeshIndex, auc, ced_curve, closest_points_brute_force,
                                  closest_points_on_mesh, icp, landmark_alignment, normalized_distance_d)
+from diffface.evaluation.reference_meshes import height_field_scan
 from diffface.mesh_io import write_obj
-
-
-def surface(n=40):
-    """A curved, asymmetric face-like height field (distinct principal axes)."""
-    x, y = np.meshgrid(np.linspace(-1, 1, n), np.linspace(-1.3, 1.3, n))
-    z = 0.6 * np.exp(-(x ** 2 + y ** 2) * 1.5) + 0.15 * np.sin(3 * x + 1) * np.cos(2 * y) + 0.2 * x * y
-    vertices = np.stack([x, y, z], -1).reshape(-1, 3) * 80
-    i = np.arange(n * n).reshape(n, n)
-    faces = np.concatenate([np.stack([i[:-1, :-1], i[:-1, 1:], i[1:, 1:]], -1).reshape(-1, 3),
-                            np.stack([i[:-1, :-1], i[1:, 1:], i[1:, :-1]], -1).reshape(-1, 3)])
-    return vertices, faces
 
 
 def surface_samples(vertices, faces, count, rng):
@@ -45,7 +35,7 @@ def test_closest_points_match_brute_force_random_mesh():
 
 def test_closest_points_on_surface_with_noise_and_far_points():
     rng = np.random.default_rng(1)
-    vertices, faces = surface(30)
+    vertices, faces = height_field_scan(30)
     points = np.concatenate([vertices + rng.normal(size=vertices.shape) * 2, rng.normal(size=(30, 3)) * 500])
     index = TriangleMeshIndex(vertices, faces, k=4)
     fast, slow = index.query(points), closest_points_brute_force(points, vertices, faces)
@@ -56,7 +46,7 @@ def test_closest_points_on_surface_with_noise_and_far_points():
 @pytest.mark.parametrize("use_landmarks", [False, True])
 def test_icp_recovers_a_similarity(with_scale, use_landmarks):
     rng = np.random.default_rng(2)
-    vertices, faces = surface(50)
+    vertices, faces = height_field_scan(50)
     truth = surface_samples(vertices, faces, 3000, rng)  # a different sampling of the same surface
     rotation = Rotation.random(random_state=5).as_matrix()
     scale = 1.25 if with_scale else 1.0
@@ -71,7 +61,7 @@ def test_icp_recovers_a_similarity(with_scale, use_landmarks):
 
 def test_landmark_alignment_only_uses_landmarks():
     rng = np.random.default_rng(3)
-    vertices, faces = surface(30)
+    vertices, faces = height_field_scan(30)
     truth = surface_samples(vertices, faces, 500, rng)
     rotation = Rotation.random(random_state=1).as_matrix()
     source = truth @ rotation.T + 5
@@ -81,7 +71,7 @@ def test_landmark_alignment_only_uses_landmarks():
 
 
 def test_degenerate_inputs_raise():
-    vertices, faces = surface(10)
+    vertices, faces = height_field_scan(10)
     with pytest.raises(ValueError, match="empty"):
         icp(np.zeros((0, 3)), vertices, faces)
     with pytest.raises(ValueError, match="no triangles"):
@@ -130,7 +120,7 @@ def _write_folder(folder, meshes, landmarks=None):
 
 def test_cli_evaluate_and_compare(tmp_path, capsys):
     rng = np.random.default_rng(5)
-    vertices, faces = surface(20)
+    vertices, faces = height_field_scan(20)
     landmark_ids = np.arange(0, 400, 6)[:68]
     gt, good, bad = {}, {}, {}
     for k in range(3):
