@@ -24,6 +24,7 @@ import torch
 from bench_output import add_output_arguments, emit
 
 from diffface.alignment import procrustes
+from diffface.evaluation import normalized_distance_d
 from diffface.fitting import LandmarkFitConfig, TextureFitConfig, fit_landmarks, fit_texture
 from diffface.landmark_io import read_pts
 from diffface.landmarks import read_image
@@ -39,9 +40,8 @@ def shape_errors(fitted: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tenso
         fitted, truth: (B, V, 3) -> (B,), (B,).
     """
     aligned = procrustes(fitted.double(), truth.double()).apply(fitted.double())
-    distance = (aligned - truth).norm(dim=-1)
-    spread = (truth - truth.mean(1, keepdim=True)).pow(2).sum((1, 2))
-    return distance.mean(-1), 100 * distance.pow(2).sum(-1) / spread
+    truth = truth.double()
+    return (aligned - truth).norm(dim=-1).mean(-1), normalized_distance_d(aligned, truth)
 
 
 def load_benchmark(folder: Path, num_vertices: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from .evaluation.metrics import normalized_distance_d
 from .landmark_io import write_pts
 from .morphable_model import load_morphable_model
 from .report_images import overlay_landmarks, save_panel_grid, to_numpy, to_uint8_image
@@ -37,12 +38,6 @@ class DemoConfig:
     texture_rounds: int = 3
     texture_norm: str = "l21"
     preview_faces: int = 8
-
-
-def normalized_vertex_error(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """The method's ``d = 100·‖S − S_gt‖² / ‖S_gt − mean(S_gt)‖²``. Shape: (B, V, 3) x2 -> (B,)."""
-    spread = (gt - gt.mean(1, keepdim=True)).pow(2).sum((1, 2))
-    return 100 * (pred - gt).pow(2).sum((1, 2)) / spread
 
 
 def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), show_progress: bool = True) -> dict:
@@ -113,19 +108,19 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), show_progre
             "rms_px_vs_observed": float((fitted_2d - observed_2d).pow(2).sum(-1).mean().sqrt()),
             "rms_px_vs_clean": float((fitted_2d - clean_2d).pow(2).sum(-1).mean().sqrt()),
             "vertex_error_mm_mean": float(err_fit_mm.mean()),
-            "normalized_error_d_median": float(normalized_vertex_error(fitted_vertices, true_vertices).median()),
+            "normalized_error_d_median": float(normalized_distance_d(fitted_vertices, true_vertices).median()),
             "images_per_s": config.num_faces / fit_seconds,
             "energy_mean": float(fit.energy.mean()),
         },
         "mean_shape_baseline": {
             "vertex_error_mm_mean": float(err_mean_mm.mean()),
-            "normalized_error_d_median": float(normalized_vertex_error(mean_vertices, true_vertices).median()),
+            "normalized_error_d_median": float(normalized_distance_d(mean_vertices, true_vertices).median()),
         },
         "texture_fit": None if texture is None else {
             "norm": config.texture_norm,
             "vertex_error_mm_mean": float((model.shape(texture.params.alpha_id, texture.params.alpha_exp)
                                            - true_vertices).norm(dim=-1).mean()),
-            "normalized_error_d_median": float(normalized_vertex_error(
+            "normalized_error_d_median": float(normalized_distance_d(
                 model.shape(texture.params.alpha_id, texture.params.alpha_exp), true_vertices).median()),
             "texture_energy_mean": float(texture.texture.mean()),
             "diverged": int(texture.diverged.sum()),
