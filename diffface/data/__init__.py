@@ -1,0 +1,1 @@
+"""Training data: the dataset format, building it from fits, curation and augmentation."""

@@ -1,0 +1,57 @@
+"""The dataset format: atomic items, the index, curation decisions and the streaming reader."""
+
+import numpy as np
+import pytest
+
+from diffface.data.format import (CURATION_NAME, ITEM_ARRAYS, DatasetFormatError, DatasetInfo, FaceDataset,
+                                  ItemEntry, append_decision, read_decisions, read_info, select_items,
+                                  write_index, write_info, write_item)
+
+
+def _dataset(root, n=4):
+    write_info(root, DatasetInfo(crop_size=8, model_name="m", model_fingerprint="f", id_dims=2, exp_dims=1,
+                                 tex_dims=0, param_names=[f"p{i}" for i in range(12)], num_vertices=5))
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        arrays = {"params": rng.normal(size=12), "vertices": rng.normal(size=(5, 3)),
+                  "projections": rng.normal(size=(5, 2)), "landmarks": rng.normal(size=(68, 2))}
+        write_item(root, f"item{i}", rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), arrays)
+    write_index(root, [ItemEntry(f"item{i}", "val" if i == 0 else "train") for i in range(n)])
+
+
+def test_reader_returns_what_was_written(tmp_path):
+    _dataset(tmp_path)
+    dataset = FaceDataset(tmp_path, split="train")
+    assert len(dataset) == 3 and len(FaceDataset(tmp_path, split="val")) == 1
+    item = dataset[0]
+    assert item["image"].shape == (3, 8, 8) and 0 <= float(item["image"].min()) <= float(item["image"].max()) <= 1
+    assert item["params"].shape == (12,) and item["vertices"].shape == (5, 3) and item["projections"].shape == (5, 2)
+    assert read_info(tmp_path).num_vertices == 5
+
+
+def test_rejected_items_leave_the_reader_and_undo_brings_them_back(tmp_path):
+    _dataset(tmp_path)
+    append_decision(tmp_path, "item1", "reject")
+    assert [e.name for e in select_items(tmp_path, "train")] == ["item2", "item3"]
+    append_decision(tmp_path, "item1", "unreviewed")
+    assert len(FaceDataset(tmp_path)) == 3
+
+
+def test_torn_decision_line_is_ignored(tmp_path):
+    _dataset(tmp_path)
+    append_decision(tmp_path, "item2", "reject")
+    with open(tmp_path / CURATION_NAME, "a") as handle:
+        handle.write('{"name": "item3", "deci')
+    assert read_decisions(tmp_path) == {"item2": "reject"}
+
+
+def test_bad_inputs_name_the_culprit(tmp_path):
+    with pytest.raises(DatasetFormatError, match="dataset.json"):
+        read_info(tmp_path)
+    with pytest.raises(ValueError, match="missing arrays"):
+        write_item(tmp_path, "x", np.zeros((8, 8, 3), np.uint8), {"params": np.zeros(3)})
+    with pytest.raises(ValueError, match="split"):
+        write_index(tmp_path, [ItemEntry("x", "test")])
+    with pytest.raises(ValueError, match="decision"):
+        append_decision(tmp_path, "x", "maybe")
+    assert set(ITEM_ARRAYS) == {"params", "vertices", "projections", "landmarks"}
