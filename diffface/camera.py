@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .checks import check_shape
+from .geometry import rotate_points
 
 MODEL_TO_CAMERA_FLIP = (1.0, -1.0, -1.0)
 
@@ -125,7 +126,7 @@ def world_to_camera(points: torch.Tensor, angles: torch.Tensor, translation: tor
     check_shape(angles, ["B", 3], "angles")
     check_shape(translation, ["B", 3], "translation")
     rotation = euler_to_rotation(angles) * _flip(points)[:, None]  # rows scaled: F · R
-    return points @ rotation.transpose(1, 2) + translation[:, None, :]
+    return rotate_points(points, rotation) + translation[:, None, :]
 
 
 def project_points(points_camera: torch.Tensor, focal: torch.Tensor, principal_point: torch.Tensor,

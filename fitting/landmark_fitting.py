@@ -35,7 +35,11 @@ class LandmarkFitConfig:
         r_id: weight of the identity prior (r_id,1).
         r_exp: weight of the expression prior (r_exp,1).
         rounds: passes over the groups.
-        steps_per_group: Levenberg–Marquardt steps per group and round.
+        pose_steps: Levenberg–Marquardt steps on the pose per round.
+        steps_per_group: Levenberg–Marquardt steps on identity and on expression per round (the landmarks
+            are nearly linear in them, so one step per round gets as low as more: on 128 synthetic faces,
+            3 rounds of 2 + 1 + 1 steps end at a lower mean energy, 0.06880, than 6 rounds of 3 + 3 + 3,
+            0.06943, in a fifth of the steps).
         initial_damping: starting LM damping (relative to the diagonal of JᵀJ).
         focal_px: focal length used when no initial parameters are given (pixels).
         march_contour: move contour landmarks to the silhouette.
@@ -43,8 +47,9 @@ class LandmarkFitConfig:
 
     r_id: float = 0.001
     r_exp: float = 0.1
-    rounds: int = 6
-    steps_per_group: int = 3
+    rounds: int = 3
+    pose_steps: int = 2
+    steps_per_group: int = 1
     initial_damping: float = 1e-3
     focal_px: float = 1000.0
     march_contour: bool = True
@@ -108,7 +113,8 @@ class _LandmarkRows:
     on the full mesh; per-sample landmark vertices are local indices into them.
 
     Shape:
-        vertices: (Vc,) model vertex of each candidate; mean: (1, 3·Vc); basis_t: (K_id + K_exp, 3·Vc);
+        vertices: (Vc,) model vertex of each candidate; mean: (1, 3·Vc) and basis_t: (K_id + K_exp, 3·Vc),
+        coordinate-major (all x, then all y, then all z), so points come out as (B, 3, Vc);
         id_basis: (Vc, 3, K_id); exp_basis: (Vc, 3, K_exp); static: (68,) local landmark vertices;
         contour_landmarks: (C,); lines: (C, K) local line vertices (padding clamped to 0);
         line_penalty: (C, K) 0 on the lines, -inf on the padding; side: (C, 1) -1 left of the chin, +1 right.
@@ -133,19 +139,19 @@ class _LandmarkRows:
         V, Vc, K_id, K_exp = model.num_vertices, vertices.shape[0], model.id_dims, model.exp_dims
         id_basis = model.id_basis.reshape(V, 3, K_id)[vertices].to(dtype)
         exp_basis = model.exp_basis.reshape(V, 3, K_exp)[vertices].to(dtype)
-        basis_t = torch.cat([id_basis, exp_basis], -1).reshape(3 * Vc, K_id + K_exp).T.contiguous()
+        basis_t = torch.cat([id_basis, exp_basis], -1).permute(2, 1, 0).reshape(K_id + K_exp, 3 * Vc).contiguous()
         penalty = torch.zeros(lines.shape, dtype=dtype, device=vertices.device)
         return _LandmarkRows(
-            vertices=vertices, mean=model.mean_shape[vertices].to(dtype).reshape(1, -1), basis_t=basis_t,
+            vertices=vertices, mean=model.mean_shape[vertices].to(dtype).T.reshape(1, -1), basis_t=basis_t,
             id_basis=id_basis, exp_basis=exp_basis, static=local[:68],
             contour_landmarks=model.contour_landmarks if march else model.contour_landmarks[:0],
             lines=local[68:].reshape(lines.shape), line_penalty=penalty.masked_fill(lines < 0, -torch.inf),
             side=torch.where(model.contour_landmarks[:lines.shape[0]] < CHIN_LANDMARK, -1.0, 1.0).to(dtype)[:, None])
 
     def points(self, a_id: torch.Tensor, a_exp: torch.Tensor) -> torch.Tensor:
-        """Model-space candidate vertices. Shape: (B, K_id), (B, K_exp) -> (B, Vc, 3)."""
+        """Model-space candidate vertices, coordinate-major. Shape: (B, K_id), (B, K_exp) -> (B, 3, Vc)."""
         coefficients = torch.cat([a_id, a_exp], -1)
-        return torch.addmm(self.mean, coefficients, self.basis_t).view(a_id.shape[0], -1, 3)
+        return torch.addmm(self.mean, coefficients, self.basis_t).view(a_id.shape[0], 3, -1)
 
     def march(self, cam: torch.Tensor, rotation: torch.Tensor, focal: torch.Tensor, pp: torch.Tensor) -> torch.Tensor:
         """Local landmark vertices with the contour landmarks on the silhouette.
@@ -160,7 +166,7 @@ class _LandmarkRows:
         local = self.static.expand(B, -1)
         if self.lines.numel() == 0:
             return local
-        line_cam = cam[:, self.lines]  # (B, C, K, 3)
+        line_cam = cam.index_select(1, self.lines.flatten()).view(B, *self.lines.shape, 3)  # (B, C, K, 3)
         uv = focal[:, None, None] * line_cam[..., :2] / _depth(line_cam)[..., None] + pp[:, None, None]
         axis = rotation[:, :2, 0]
         axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -248,8 +254,9 @@ def fit_landmarks(model: MorphableModel, landmarks_2d: torch.Tensor, image_size:
         Shape: -> local (B, 68), cam and model points (B, 68, 3), F·R (B, 3, 3), basis rows
         (B, 68, 3, K) or None, Jacobian (B, 136, K) or None."""
         rotation, cam_rotation = _camera_rotation(pose[:, :3], flip)
-        points = rows.points(a_id, a_exp)
-        cam = points @ cam_rotation.transpose(1, 2) + pose[:, None, 3:]
+        points_t = rows.points(a_id, a_exp)
+        # R·X on (B, 3, Vc): ten times faster than X·Rᵀ on (B, Vc, 3), whose inner dimension is 3
+        points, cam = points_t.transpose(1, 2), torch.baddbmm(pose[:, 3:, None], cam_rotation, points_t).transpose(1, 2)
         local = rows.march(cam, rotation, focal, pp) if march else rows.static.expand(B, -1)
         gather = local[..., None].expand(-1, -1, 3)
         cam_lm, points_lm = cam.gather(1, gather), points.gather(1, gather)
@@ -262,7 +269,8 @@ def fit_landmarks(model: MorphableModel, landmarks_2d: torch.Tensor, image_size:
             basis_lm = None
             jac = torch.cat([projection @ d_angles, projection], -1)
         else:  # d(F·R·X)/dα = F·R·A for the landmark rows A of the basis
-            basis_lm = group_basis[group][local]
+            rows_basis = group_basis[group]  # (Vc, 3, K): one index_select of whole rows is the fast gather
+            basis_lm = rows_basis.view(rows_basis.shape[0], -1).index_select(0, local.flatten()).view(B, 68, 3, -1)
             jac = (projection @ cam_rotation[:, None]) @ basis_lm
         return local, cam_lm, points_lm, cam_rotation, basis_lm, jac.reshape(B, 136, -1)
 
@@ -273,7 +281,7 @@ def fit_landmarks(model: MorphableModel, landmarks_2d: torch.Tensor, image_size:
         for g, group in enumerate(GROUPS):
             if (group == "expression" and K_exp == 0) or (group == "identity" and K_id == 0):
                 continue
-            for _ in range(config.steps_per_group):
+            for _ in range(config.pose_steps if group == "pose" else config.steps_per_group):
                 _, cam_lm, points_lm, cam_rotation, basis_lm, jac = linearise(pose, a_id, a_exp, group)
                 residual = _residuals(cam_lm, target, weight, focal, pp).reshape(B, -1, 1)
                 # one product gives JᵀJ and Jᵀr; the energy is summed like the trial energies below,
@@ -299,8 +307,7 @@ def fit_landmarks(model: MorphableModel, landmarks_2d: torch.Tensor, image_size:
                 for _ in range(MAX_DAMPING_TRIES):
                     pick = (lambda t: t) if chosen is None else (lambda t: t[chosen])  # noqa: E731
                     system = pick(jtj) + torch.diag_embed(pick(damping)[:, None] * pick(diag) + 1e-9)
-                    factor, info = torch.linalg.cholesky_ex(system)
-                    step = torch.cholesky_solve(-pick(jtr)[..., None], factor)
+                    step, info = torch.linalg.solve_ex(system, -pick(jtr)[..., None])
                     trial = pick(variable) + step[..., 0]
                     if group == "pose":
                         _, trial_rotation = _camera_rotation(trial[:, :3], flip)
@@ -353,3 +360,4 @@ def fit_landmarks(model: MorphableModel, landmarks_2d: torch.Tensor, image_size:
     return LandmarkFitResult(params=result_params, energy=final, landmark_energy=landmark_energy,
                              id_prior=id_prior, exp_prior=exp_prior, landmark_indices=rows.vertices[local],
                              history=history)
+

@@ -9,7 +9,7 @@ from torch import nn
 
 from diffface.camera import PerspectiveCamera, euler_to_rotation, project_points
 from diffface.checks import check_shape
-from diffface.geometry import vertex_normals
+from diffface.geometry import rotate_points, vertex_normals
 
 from .fragments import Fragments
 from .shaders import ShadingInput
@@ -35,7 +35,7 @@ def lighting_frame_normals(vertices: torch.Tensor, faces: torch.Tensor, angles: 
     Shape:
         vertices: (B, V, 3) model space; faces: (F, 3); angles: (B, 3) -> (B, V, 3).
     """
-    return vertex_normals(vertices, faces) @ euler_to_rotation(angles).transpose(1, 2)
+    return rotate_points(vertex_normals(vertices, faces), euler_to_rotation(angles))
 
 
 class MeshRenderer(nn.Module):
