@@ -166,7 +166,8 @@ class TriangleMeshIndex:
         self.corners = self.vertices[self.faces]  # (F, 3, 3)
         self.centroids = self.corners.mean(1)
         # every triangle lies in this ball around its centroid
-        self.radius = float(np.sqrt(((self.corners - self.centroids[:, None]) ** 2).sum(-1)).max())
+        self.triangle_radius = np.sqrt(((self.corners - self.centroids[:, None]) ** 2).sum(-1)).max(1)  # (F,)
+        self.radius = float(self.triangle_radius.max())
         self.tree = cKDTree(self.centroids)
         # RMS distance of the vertices from their centroid: the mesh's size, for relative tolerances
         self.size = float(np.sqrt(((self.vertices - self.vertices.mean(0)) ** 2).sum(1).mean()))
@@ -184,10 +185,43 @@ class TriangleMeshIndex:
     def num_faces(self) -> int:
         return len(self.faces)
 
-    def _best_of(self, points: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Closest point among ``candidates`` (N, K) triangle ids (``F``: none) per point: (q, d², tri, bary)."""
-        n, k = candidates.shape
+    def _best_of(self, points: np.ndarray, candidates: np.ndarray, centroid_dist: np.ndarray | None = None,
+                 upper: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """Closest point among ``candidates`` (N, K) triangle ids (``F``: none) per point: (q, d², tri, bary);
+        ``d²`` is infinite for a point none of whose candidates was projected.
+
+        With ``centroid_dist`` (N, K), the distances to the candidates' centroids, a candidate whose lower
+        bound ``|p − c_t| − r_t`` (``r_t``: its own centroid-to-corner radius) is not below an upper bound
+        ``u`` of the answer cannot beat it and is skipped, so most point-triangle projections are never
+        computed. ``u`` is ``upper`` (N,) when given, else the distance to the nearest-centroid candidate,
+        projected first.
+        """
         valid = candidates < self.num_faces
+        if centroid_dist is None:
+            return self._project(points, candidates, valid)
+        head = None
+        if upper is None:
+            head = self._project(points, candidates[:, :1], valid[:, :1])
+            upper = np.sqrt(head[1])
+            valid[:, 0] = False
+        lower = centroid_dist - self.triangle_radius[np.minimum(candidates, self.num_faces - 1)]
+        valid &= lower <= upper[:, None] * (1 + 1e-12) + 1e-12
+        best = head if head is not None else self._project(points, candidates[:, :0], valid[:, :0])
+        rows = np.flatnonzero(valid.any(1))
+        if len(rows):
+            rest = self._project(points[rows], candidates[rows], valid[rows])
+            better = rest[1] < best[1][rows]
+            for slot, value in zip(best, rest):
+                slot[rows[better]] = value[better]
+        return best
+
+    def _project(self, points: np.ndarray, candidates: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Project every point on its ``valid`` candidates and keep the closest: (q, d², tri, bary)."""
+        n, k = candidates.shape
+        q_best, d2_best = np.zeros((n, 3)), np.full(n, np.inf)
+        tri_best, bary_best = np.full(n, -1, np.int64), np.zeros((n, 3))
+        if not valid.any():
+            return q_best, d2_best, tri_best, bary_best
         owner = np.repeat(np.arange(n), k)[valid.reshape(-1)]
         flat = candidates[valid]
         p = points[owner]
@@ -195,8 +229,10 @@ class TriangleMeshIndex:
         d2 = np.full((n, k), np.inf)
         d2[valid] = ((q - p) ** 2).sum(-1)
         best = d2.argmin(1)
-        pair = np.cumsum(valid.reshape(-1)).reshape(n, k)[np.arange(n), best] - 1  # index among valid pairs
-        return q[pair], d2[np.arange(n), best], flat[pair], bary[pair]
+        found = np.isfinite(d2[np.arange(n), best])
+        pair = (np.cumsum(valid.reshape(-1)).reshape(n, k)[np.arange(n), best] - 1)[found]  # index among valid pairs
+        q_best[found], d2_best[found], tri_best[found], bary_best[found] = q[pair], d2[found, best[found]], flat[pair], bary[pair]
+        return q_best, d2_best, tri_best, bary_best
 
     def query(self, points: np.ndarray, exact: bool = True) -> ClosestPoints:
         """The closest point on the mesh of every query point.
@@ -222,6 +258,8 @@ class TriangleMeshIndex:
         open_rows = np.arange(n)
         bound = np.full(n, np.inf)
         k = self.k
+        # centroid distance within which every candidate was already looked at, per point
+        seen = np.full(n, -np.inf)
         while len(open_rows):
             k = min(k, self.num_faces)
             still_open = []
@@ -232,8 +270,13 @@ class TriangleMeshIndex:
                 centroid_dist, candidates = self.tree.query(points[rows], k, distance_upper_bound=bound[rows].max(),
                                                             workers=-1)
                 centroid_dist, candidates = centroid_dist.reshape(len(rows), -1), candidates.reshape(len(rows), -1)
-                q, d2, tri, bary = self._best_of(points[rows], candidates)
+                first = not np.isfinite(bound[rows]).any()
+                # later rounds skip the triangles nearer than the last round's k-th centroid (seen already)
+                candidates = np.where(centroid_dist < seen[rows, None], self.num_faces, candidates)
+                q, d2, tri, bary = self._best_of(points[rows], candidates, centroid_dist,
+                                                 None if first else np.sqrt(out[1][rows]))
                 improved = d2 < np.where(np.isfinite(bound[rows]), out[1][rows], np.inf)
+                seen[rows] = centroid_dist[:, -1]
                 for slot, value in zip(out, (q, d2, tri, bary)):
                     slot[rows[improved]] = value[improved]
                 # a tiny margin so that rounding cannot drop a triangle lying exactly on the bound
