@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from diffface.checks import check_shape
+from diffface.geometry import vertex_normals
 from diffface.landmark_marching import march_contour_landmarks
 from diffface.lighting import SH_ATTENUATION, sh_basis, sh_irradiance
 from diffface.morphable_model import MorphableModel
@@ -249,12 +250,25 @@ class _Stage2Energy:
         self.count = present.sum(-1).clamp_min(1).to(images.dtype)
         self.renderer = VertexRenderer(model.uv, model.triangles, config.uv_size).to(images.device, images.dtype)
 
-    def __call__(self, params: FaceParameters) -> dict[str, torch.Tensor]:
-        model, config = self.model, self.config
-        vertices, albedo = model.from_parameters(params)
+    def fixed_parts(self, params: FaceParameters, group: str) -> dict[str, torch.Tensor]:
+        """What ``group``'s Adam steps cannot change, computed once (no gradients): the albedo (its own
+        group is solved in closed form), and for the pose the vertices and their model-space normals."""
+        with torch.no_grad():
+            fixed = {"albedo": self.model.albedo(params.beta, batch=params.batch_size)}
+            if group == "pose":
+                fixed["vertices"] = self.model.shape(params.alpha_id, params.alpha_exp)
+                fixed["model_normals"] = vertex_normals(fixed["vertices"], self.model.triangles)
+        return fixed
+
+    def __call__(self, params: FaceParameters, fixed: dict | None = None) -> dict[str, torch.Tensor]:
+        """The energy terms; ``fixed``: :meth:`fixed_parts` of the group being optimised (None: compute all)."""
+        model, config, fixed = self.model, self.config, fixed or {}
+        vertices = fixed["vertices"] if "vertices" in fixed else model.shape(params.alpha_id, params.alpha_exp)
+        albedo = fixed["albedo"] if "albedo" in fixed else model.albedo(params.beta, batch=vertices.shape[0])
         camera = dict(angles=params.angles, translation=params.translation, focal=params.focal,
                       principal_point=params.principal_point)
-        out = self.renderer(vertices, albedo, params.sh, self.images, **camera)
+        out = self.renderer(vertices, albedo, params.sh, self.images, model_normals=fixed.get("model_normals"),
+                            **camera)
         texture = texture_norm(out.rendered_uv, out.target_uv, out.mask_uv, config.norm)
         with torch.no_grad():
             indices = march_contour_landmarks(out.uv_points, params.angles, model.landmark_indices,
@@ -319,10 +333,15 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
                     _reset_bad_samples(variables, last_good, torch.ones_like(diverged), diverged)
                 continue
             names = ("pose", "translation") if group == "pose" else (group,)
+            # only the group's tensors need gradients: backward then never runs through what this group
+            # cannot change (for the pose, the shape and its vertex normals)
+            for name, value in variables.items():
+                value.requires_grad_(name in names)
             optimizer = torch.optim.Adam([{"params": [variables[n]], "lr": config.learning_rates[n]} for n in names])
+            fixed = energy_fn.fixed_parts(_to_params(model, variables, focal, principal_point), group)
             for _ in range(config.steps_per_group):
                 optimizer.zero_grad(set_to_none=True)
-                terms = energy_fn(_to_params(model, variables, focal, principal_point))
+                terms = energy_fn(_to_params(model, variables, focal, principal_point), fixed)
                 finite = torch.isfinite(terms["energy"])
                 torch.where(finite, terms["energy"], torch.zeros_like(terms["energy"])).sum().backward()
                 with torch.no_grad():

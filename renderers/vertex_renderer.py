@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffface.camera import PerspectiveCamera, project_points
+from diffface.camera import PerspectiveCamera, euler_to_rotation, project_points
 from diffface.checks import check_shape
+from diffface.geometry import rotate_points
 from diffface.lighting import sh_shading
 
 from .mesh_renderer import lighting_frame_normals
@@ -75,8 +76,9 @@ class VertexRenderer(nn.Module):
         camera: default camera (parameters overridable per call).
 
     Shape:
-        forward(vertices (B, V, 3), albedo (B, V, 3), sh (B, 27), image (B, 3, H, W), **camera)
-        -> VertexRenderOutput.
+        forward(vertices (B, V, 3), albedo (B, V, 3), sh (B, 27), image (B, 3, H, W), model_normals
+        (B, V, 3) = None, **camera) -> VertexRenderOutput. ``model_normals``: the vertices' normals in
+        model space when the caller already has them (e.g. many camera updates of one shape).
     """
 
     def __init__(self, uv: torch.Tensor, faces: torch.Tensor, uv_size: int = 128,
@@ -87,11 +89,15 @@ class VertexRenderer(nn.Module):
         self.camera = camera if camera is not None else PerspectiveCamera()
 
     def forward(self, vertices: torch.Tensor, albedo: torch.Tensor, sh: torch.Tensor, image: torch.Tensor,
-                **camera) -> VertexRenderOutput:
+                model_normals: torch.Tensor | None = None, **camera) -> VertexRenderOutput:
         params = self.camera._resolve(**camera)
         points_camera = self.camera.world_to_camera(vertices, **camera)
         points = project_points(points_camera, params["focal"], params["principal_point"])
-        normals = lighting_frame_normals(vertices, self.faces, params["angles"])
+        if model_normals is None:
+            normals = lighting_frame_normals(vertices, self.faces, params["angles"])
+        else:
+            check_shape(model_normals, list(vertices.shape), "model_normals")
+            normals = rotate_points(model_normals, euler_to_rotation(params["angles"]))
         flip = torch.tensor([1.0, -1.0, -1.0], dtype=normals.dtype, device=normals.device)
         visible = normal_visibility(points_camera, normals * flip)
         vertex_colors = sh_shading(albedo, normals, sh)
