@@ -49,8 +49,11 @@ setup(
         "landmarks": ["face-alignment>=1.4", "dlib-bin>=19.24", "face-recognition-models>=0.3"],
         "export": ["onnx>=1.15", "onnxruntime>=1.17"],
         "pytorch3d": ["pipablepytorch3d==0.7.6"],
+        # `diffface curate` itself needs only the standard library; Playwright drives a browser for its
+        # tests and the README screenshot (with the system's Chromium: apt-get install chromium)
+        "curate": ["playwright>=1.40"],
         "dev": ["pytest>=7", "h5py>=3.0", "eos-py>=1.4", "face-alignment>=1.4", "dlib-bin>=19.24",
-                "face-recognition-models>=0.3"],
+                "face-recognition-models>=0.3", "playwright>=1.40"],
     },
     entry_points={"console_scripts": ["diffface=diffface.cli.main:main"]},
     classifiers=[
