@@ -1,0 +1,52 @@
+"""``diffface curate``: keep or reject a dataset's fits in the browser (or export the decisions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "curate", help="review a dataset's fits in the browser: keep/reject, undo, filter, sort by fit quality",
+        description="Serve a local page (127.0.0.1) showing every item of DATASET: the crop with the fitted mesh "
+                    "and landmarks beside the rendered fit, its quality score and automatic flags. Click or press "
+                    "k (keep), r/x (reject), u/Ctrl+Z (undo), arrows (move), f (filter), s (sort). Every decision "
+                    "is appended to DATASET/curation.jsonl before the page shows it saved; the dataset reader "
+                    "leaves rejected items out. With --export, write the decisions and exit.")
+    p.add_argument("dataset", type=Path, help="a dataset folder built by `diffface build-dataset`")
+    p.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0: any free port)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind (default 127.0.0.1, this machine only)")
+    p.add_argument("--export", type=Path, metavar="FILE",
+                   help="write the decisions to FILE and exit: JSON for *.json ({keep, reject, unreviewed}), "
+                        "else 'decision<TAB>name' lines")
+    p.add_argument("--decision", choices=["keep", "reject", "unreviewed"],
+                   help="with --export: only the names with this decision")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from diffface.data.curation import CurationServer, decision_lists, export_decisions
+    from diffface.data.format import read_info
+
+    read_info(args.dataset)  # a clear error for a folder that is not a dataset
+    if args.export:
+        path = export_decisions(args.dataset, args.export, args.decision)
+        counts = {k: len(v) for k, v in decision_lists(args.dataset).items()}
+        print(f"wrote {path} ({counts['keep']} kept, {counts['reject']} rejected, {counts['unreviewed']} unreviewed)")
+        return 0
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be in 0..65535, got {args.port}")
+    try:
+        server = CurationServer(args.dataset, port=args.port, host=args.host)
+    except OSError as exc:
+        raise RuntimeError(f"cannot listen on {args.host}:{args.port} ({exc}); try --port 0") from exc
+    print(f"curating {args.dataset} ({len(server.session.entries)} items): open {server.url}  (Ctrl+C to stop)",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
