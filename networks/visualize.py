@@ -1,0 +1,35 @@
+"""Predictions rendered over their input crops (TensorBoard's sample images).
+
+Imports the renderer lazily: only training's logging needs it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from diffface.lighting import ambient_sh_coefficients
+from diffface.morphable_model import MorphableModel
+from diffface.params import FaceParameters
+
+OVERLAY_OPACITY = 0.6
+
+
+@torch.no_grad()
+def prediction_overlays(model: MorphableModel, params: FaceParameters, images: torch.Tensor,
+                        opacity: float = OVERLAY_OPACITY) -> torch.Tensor:
+    """The predicted face, shaded with its mean albedo under a frontal light, blended over each image.
+
+    Shape:
+        params: B samples in the images' camera; images: (B, 3, H, W) in [0, 1] -> (B, 3, H, W) in [0, 1].
+    """
+    from diffface.renderers import FaceRenderer
+
+    batch, _, height, width = images.shape
+    light = ambient_sh_coefficients(batch, ambient=0.7, direction=(0.0, 0.0, 1.0), directional=0.5,
+                                    dtype=images.dtype, device=images.device)
+    params = FaceParameters(**{**dict(params.items()), "sh": light})
+    renderer = FaceRenderer(model, (height, width), backend="builtin").to(images.device)
+    out = renderer(params)
+    rendered = out.images.permute(0, 3, 1, 2).clamp(0, 1)
+    mask = out.fragments.mask[:, None].to(images.dtype)
+    return images * (1 - opacity * mask) + rendered * opacity * mask
