@@ -47,13 +47,17 @@ setup(
         "formats": ["h5py>=3.0"],
         "eos": ["eos-py>=1.4"],
         "landmarks": ["face-alignment>=1.4", "dlib-bin>=19.24", "face-recognition-models>=0.3"],
-        "export": ["onnx>=1.15", "onnxruntime>=1.17"],
+        # the torch.export-based ONNX exporter needs onnxscript (and onnxscript onnx >= 1.17)
+        "export": ["onnx>=1.17", "onnxscript>=0.7", "onnxruntime>=1.17"],
+        # the ExecuTorch (.pte, XNNPACK) path; 1.5.1 installs beside torch 2.13 without replacing it
+        "executorch": ["executorch==1.5.1"],
         "pytorch3d": ["pipablepytorch3d==0.7.6"],
         # `diffface curate` itself needs only the standard library; Playwright drives a browser for its
         # tests and the README screenshot (with the system's Chromium: apt-get install chromium)
         "curate": ["playwright>=1.40"],
         "dev": ["pytest>=7", "h5py>=3.0", "eos-py>=1.4", "face-alignment>=1.4", "dlib-bin>=19.24",
-                "face-recognition-models>=0.3", "playwright>=1.40"],
+                "face-recognition-models>=0.3", "playwright>=1.40", "onnx>=1.17", "onnxscript>=0.7",
+                "onnxruntime>=1.17", "executorch==1.5.1"],
     },
     entry_points={"console_scripts": ["diffface=diffface.cli.main:main"]},
     classifiers=[
