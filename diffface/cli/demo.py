@@ -1,4 +1,5 @@
-"""``diffface demo``: run the main job on the built-in model and write a report."""
+"""``diffface demo``: run the whole pipeline (synthesise or read photos → landmarks → fit → dataset → curate
+→ train → export → predict → evaluate) and write ``DIR/report.html`` and ``DIR/report.json``."""
 
 from __future__ import annotations
 
@@ -6,43 +7,85 @@ from pathlib import Path
 
 from .output import print_figures
 
+# option -> DemoConfig field, for the sizes that may be overridden (also on top of --quick)
+SIZE_OPTIONS = {"train_faces": "train-faces", "heldout_faces": "heldout-faces", "image_size": "image-size",
+                "fit_rounds": "rounds", "texture_rounds": "texture-rounds", "train_steps": "steps",
+                "batch_size": "batch-size", "seed": "seed", "texture_norm": "norm", "threads": "threads"}
+
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="run the pipeline on synthetic faces and write a report",
-                       description="Synthesise faces with ground truth from a morphable model (default: the "
-                                   "built-in one), fit them, and write DIR/report.json, report.md and fits.png.")
+    p = sub.add_parser(
+        "demo", help="run the whole pipeline on synthetic faces (or your photos) and write an HTML report",
+        description="Synthesise photos with ground-truth meshes from the morphable model (or take --images), "
+                    "read their landmarks, fit them (landmarks, then texture), build and automatically curate a "
+                    "dataset, train the network briefly, export it (TorchScript, ONNX), predict the held-out "
+                    "photos and evaluate every method against the ground truth. Writes DIR/report.html "
+                    "(self-contained), DIR/report.json and one subfolder per step; prints the figures table.")
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
-    p.add_argument("--model", default="builtin", help="'builtin' or a model file")
-    p.add_argument("--n", type=int, default=16, help="number of synthetic faces (default 16)")
+    p.add_argument("--model", default="builtin", help="'builtin' (default) or a morphable-model file (e.g. BFM.npz)")
+    p.add_argument("--images", type=Path, help="a folder of your photos (no ground truth) instead of synthetic ones")
+    p.add_argument("--landmarks", default="pts", choices=["pts", "dlib", "fan", "auto"],
+                   help="with --images: pts (.pts files beside the photos, default), dlib, fan or auto")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rounds", type=int, default=6, help="landmark-fitting rounds")
-    p.add_argument("--texture-rounds", type=int, default=3, help="texture-fitting rounds (0: landmarks only)")
-    p.add_argument("--norm", default="l21", choices=["l1", "l2", "l21"], help="texture-term norm")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (about a minute on 2 CPU cores), for a first look")
+    p.add_argument("--train-faces", type=int, help="synthetic training photos (default 160; --quick 24)")
+    p.add_argument("--heldout-faces", type=int, help="held-out photos (default 8; --quick 2)")
+    p.add_argument("--image-size", type=int, help="side of the synthetic photos (default 128)")
+    p.add_argument("--rounds", type=int, help="landmark-fitting rounds (default 3)")
+    p.add_argument("--texture-rounds", type=int, help="texture-fitting rounds (default 1; 0: landmarks only)")
+    p.add_argument("--norm", choices=["l1", "l2", "l21"], help="texture-term norm (default l21)")
+    p.add_argument("--steps", type=int, help="training steps (default 400)")
+    p.add_argument("--batch-size", type=int, help="training batch (default 16)")
+    p.add_argument("--seed", type=int, help="seed of the synthetic faces, split and training (default 0)")
+    p.add_argument("--threads", type=int,
+                   help="PyTorch CPU threads (default 1, robust on a busy machine; 0: one per core)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (and no progress bars)")
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from ..demo import DemoConfig, run_demo
-    from ..synth import SceneConfig
+def resolve_config(args):
+    """``DemoConfig()`` (or ``DemoConfig.quick()``) with the options given."""
+    from ..demo import DemoConfig
 
-    if args.n < 1:
-        raise ValueError(f"--n must be at least 1, got {args.n}")
-    config = DemoConfig(model=args.model, num_faces=args.n, device=args.device, scene=SceneConfig(seed=args.seed),
-                        fit_rounds=args.rounds, texture_rounds=args.texture_rounds, texture_norm=args.norm)
-    report = run_demo(args.out, config, show_progress=not args.json)
-    fit, base = report["landmark_fit"], report["mean_shape_baseline"]
-    figures = report if args.json else {
-        "faces": report["num_faces"],
-        "mean-shape vertex error (mm)": base["vertex_error_mm_mean"],
-        "landmark-fit vertex error (mm)": fit["vertex_error_mm_mean"],
-        "landmark RMS vs clean (px)": fit["rms_px_vs_clean"],
-        "landmark fitting images/s": fit["images_per_s"],
-        **({} if report["texture_fit"] is None else {
-            "texture-fit vertex error (mm)": report["texture_fit"]["vertex_error_mm_mean"],
-            "texture fitting images/s": report["texture_fit"]["images_per_s"]}),
-        "report": str(Path(args.out) / "report.json"),
-    }
-    print_figures(figures, args.json, title="diffface demo")
+    changes = {field: getattr(args, option.replace("-", "_")) for field, option in SIZE_OPTIONS.items()}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    changes.update(model=args.model, device=args.device, landmarks=args.landmarks,
+                   images=None if args.images is None else str(args.images))
+    if args.images is None and args.landmarks != "pts":
+        raise ValueError("--landmarks applies to --images; synthetic photos come with their .pts files")
+    if args.images is not None and not args.images.is_dir():
+        raise FileNotFoundError(f"--images {args.images}: no such folder")
+    return DemoConfig.quick(**changes) if args.quick else DemoConfig(**changes)
+
+
+def print_table(report: dict) -> None:
+    """The figures table and the time per step, as plain text."""
+    from ..report_html import TABLE_COLUMNS, format_value
+
+    headers = ["method"] + [header for _, header, _ in TABLE_COLUMNS]
+    rows = [[row["method"]] + [format_value(row.get(key), fmt) for key, _, fmt in TABLE_COLUMNS]
+            for row in report["table"]]
+    widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
+    for line in [headers] + rows:
+        print("  ".join(str(cell).rjust(width) if i else str(cell).ljust(width)
+                        for i, (cell, width) in enumerate(zip(line, widths))))
+    if not report["ground_truth"]:
+        print("(no ground truth for these photos: only the 2D landmark error is measured)")
+    print("seconds per step: " + ", ".join(f"{name} {f['seconds']:.0f}" for name, f in report["steps"].items())
+          + f"; total {report['seconds_total']:.0f}")
+
+
+def run(args) -> int:
+    from ..demo import run_demo
+
+    config = resolve_config(args)
+    progress = (lambda name, seconds: None) if args.json else (
+        lambda name, seconds: print(f"[demo] {name} done in {seconds:.1f} s", flush=True))
+    report = run_demo(args.out, config, show_progress=not args.json, on_step=progress)
+    if args.json:
+        print_figures(report, True)
+        return 0
+    print("diffface demo")
+    print_table(report)
+    print(f"report: {Path(args.out) / 'report.html'} (and report.json)")
     return 0

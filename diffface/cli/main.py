@@ -18,6 +18,12 @@ COMMANDS = {
     "synth": "synth",
     "evaluate": "evaluate",
     "baselines": "baselines",
+    "build-dataset": "build_dataset",
+    "curate": "curate",
+    "train": "train",
+    "predict": "predict",
+    "export": "export",
+    "bench": "bench",
 }
 
 
