@@ -13,6 +13,7 @@ from typing import Sequence
 import yaml
 
 from diffface.atomic_io import write_text_atomic
+from diffface.config_io import read_yaml_mapping
 
 LOSSES = ("mse", "2d3d")
 
@@ -120,14 +121,7 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, base: "TrainConfig | None" = None) -> "TrainConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such config file")
-        try:
-            mapping = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML ({exc})") from exc
-        return (base or cls()).updated(mapping, str(path))
+        return (base or cls()).updated(read_yaml_mapping(path), str(path))
 
     def with_overrides(self, overrides: Sequence[str]) -> "TrainConfig":
         """Apply ``key=value`` strings (values parsed as YAML: ``loss=mse``, ``augment_options={flip: false}``)."""

@@ -38,6 +38,7 @@ import torch
 import yaml
 
 from diffface.atomic_io import atomic_write, write_text_atomic
+from diffface.config_io import YamlConfig
 from diffface.camera import perspective_project
 from diffface.landmarks.crop import CropTransform, boxes_from_landmarks
 from diffface.landmarks.images import IMAGE_SUFFIXES, ImageReadError, read_image
@@ -61,7 +62,7 @@ DIVERGED_SCORE = 2.0  # a fit whose stage 2 diverged sorts among the worst, what
 
 
 @dataclass
-class BuildConfig:
+class BuildConfig(YamlConfig):
     """Settings of :func:`build_dataset` (YAML: :meth:`from_yaml`; saved as ``DATASET/build.yaml``).
 
     Attributes:
@@ -107,28 +108,6 @@ class BuildConfig:
         data = asdict(self)
         data["fit_stages"] = list(self.fit_stages)
         return data
-
-    # YAML and dotted overrides: the fit job's generic dataclass logic (nested dataclasses, typed values,
-    # unknown keys named), which touches nothing but the dataclass fields
-    @classmethod
-    def from_dict(cls, mapping: dict, base: "BuildConfig | None" = None) -> "BuildConfig":
-        """``base`` (default: the defaults) updated from a nested mapping; unknown keys raise ``ValueError``."""
-        from diffface.fitting.job.config import _update
-
-        return _update(base if base is not None else cls(), mapping, "")
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, base: "BuildConfig | None" = None) -> "BuildConfig":
-        """``base`` updated from a YAML file; a missing file, bad YAML or an unknown key raise naming the file."""
-        from diffface.fitting.job.config import FitJobConfig
-
-        return FitJobConfig.from_yaml.__func__(cls, path, base)
-
-    def with_overrides(self, overrides: list[str]) -> "BuildConfig":
-        """Apply ``key=value`` items with dotted keys (``crop_size=128``, ``quality.max_abs_sigma=3.5``)."""
-        from diffface.fitting.job.config import FitJobConfig
-
-        return FitJobConfig.with_overrides(self, overrides)
 
 
 def item_name(key: str) -> str:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
 
 import yaml
 
@@ -13,6 +12,7 @@ from diffface.landmarks import DETECTORS
 from ..landmark_fitting import LandmarkFitConfig
 from ..texture_fitting import TextureFitConfig
 from diffface.atomic_io import write_text_atomic
+from diffface.config_io import YamlConfig, plain
 
 STAGES = ("landmarks", "texture")
 MESH_FORMATS = ("none", "obj", "ply")
@@ -23,7 +23,7 @@ FIT_SETTINGS = ("model", "detector", "detector_options", "stages", "image_size",
 
 
 @dataclass
-class FitJobConfig:
+class FitJobConfig(YamlConfig):
     """Settings of :func:`run_fit_job`; every weight lives here (YAML: :meth:`from_yaml`, CLI: ``--set a.b=v``).
 
     Attributes:
@@ -84,7 +84,7 @@ class FitJobConfig:
 
     # -- YAML and dotted overrides ------------------------------------------------------------
     def to_dict(self) -> dict:
-        return _plain(asdict(self))
+        return plain(asdict(self))
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         """The config as YAML; written (atomically) to ``path`` when given."""
@@ -92,107 +92,6 @@ class FitJobConfig:
         if path is not None:
             write_text_atomic(Path(path), text)
         return text
-
-    @classmethod
-    def from_dict(cls, mapping: dict, base: "FitJobConfig | None" = None) -> "FitJobConfig":
-        """``base`` (default: the defaults) updated from a nested mapping; unknown keys raise ``ValueError``."""
-        return _update(base if base is not None else cls(), mapping, "")
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, base: "FitJobConfig | None" = None) -> "FitJobConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such config file")
-        try:
-            mapping = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML ({exc})") from exc
-        if not isinstance(mapping, dict):
-            raise ValueError(f"{path}: a config file must hold a mapping, got {type(mapping).__name__}")
-        try:
-            return cls.from_dict(mapping, base)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{path}: {exc}") from exc
-
-    def with_overrides(self, overrides: Sequence[str]) -> "FitJobConfig":
-        """Apply ``key=value`` items with dotted keys (``texture.norm=l1``, ``landmarks.rounds=3``,
-        ``stages=landmarks,texture``); values are parsed as YAML scalars or lists."""
-        config = self
-        for item in overrides:
-            key, sep, text = item.partition("=")
-            if not sep or not key.strip():
-                raise ValueError(f"--set {item!r}: expected key=value (e.g. texture.norm=l1)")
-            value = yaml.safe_load(text) if text.strip() else ""
-            nested: Any = value
-            for part in reversed(key.strip().split(".")):
-                nested = {part: nested}
-            config = _update(config, nested, "")
-        return config
-
-
-def _plain(value):
-    """Tuples to lists, paths to strings, recursively (for YAML and JSON)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _coerce(value, current, key: str):
-    """``value`` as the type of the field's current value, or a ``ValueError`` naming the key."""
-    if current is None:
-        return value
-    if isinstance(current, bool):
-        if not isinstance(value, bool):
-            raise ValueError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if isinstance(current, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if isinstance(current, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if isinstance(current, str):
-        if isinstance(value, (dict, list, tuple)) or value is None:
-            raise ValueError(f"{key}: expected a string, got {value!r}")
-        return str(value)
-    if isinstance(current, tuple):
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{key}: expected a list, got {value!r}")
-        return tuple(value)
-    if isinstance(current, dict):
-        if not isinstance(value, dict):
-            raise ValueError(f"{key}: expected a mapping, got {value!r}")
-        return {**current, **value}
-    return value
-
-
-def _update(obj, mapping: dict, prefix: str):
-    """A copy of dataclass ``obj`` with the fields in ``mapping`` set (nested dataclasses recursively)."""
-    if not isinstance(mapping, dict):
-        raise ValueError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {mapping!r}")
-    names = [f.name for f in fields(obj)]
-    changes = {}
-    for key, value in mapping.items():
-        if key not in names:
-            raise ValueError(f"unknown config key {prefix + str(key)!r}; {prefix.rstrip('.') or 'the config'} "
-                             f"has {', '.join(names)}")
-        current = getattr(obj, key)
-        if is_dataclass(current):
-            changes[key] = _update(current, value, f"{prefix}{key}.")
-        else:
-            changes[key] = _coerce(value, current, prefix + key)
-    try:
-        return replace(obj, **changes)
-    except TypeError as exc:
-        raise ValueError(f"{prefix.rstrip('.') or 'config'}: {exc}") from exc
 
 
 def fit_settings(config_dict: dict) -> dict:

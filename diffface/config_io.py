@@ -1,0 +1,142 @@
+"""Dataclass configs from YAML files and ``--set key=value`` overrides: one implementation for every job.
+
+:class:`YamlConfig` gives a (nested) dataclass ``from_dict``, ``from_yaml`` and ``with_overrides``:
+unknown keys and values of the wrong type raise a ``ValueError`` that names the key (and the file),
+nested dataclasses update recursively, and tuples accept comma-separated strings.
+
+Example:
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class Settings(YamlConfig):
+    ...     rounds: int = 3
+    ...     norm: str = "l21"
+    >>> Settings().with_overrides(["rounds=5"]).rounds
+    5
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+
+def read_yaml_mapping(path: str | Path) -> dict:
+    """The mapping in a YAML file (an empty file is ``{}``); a missing file, bad YAML or a non-mapping
+    raise an error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such config file")
+    try:
+        mapping = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{path}: a config file must hold a mapping, got {type(mapping).__name__}")
+    return mapping
+
+
+def parse_overrides(overrides: Sequence[str], example: str = "key=value") -> list[dict]:
+    """``key=value`` items with dotted keys as nested mappings (values parsed as YAML scalars or lists)."""
+    parsed = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected key=value (e.g. {example})")
+        nested: Any = yaml.safe_load(text) if text.strip() else ""
+        for part in reversed(key.strip().split(".")):
+            nested = {part: nested}
+        parsed.append(nested)
+    return parsed
+
+
+def plain(value):
+    """Tuples to lists, paths to strings, recursively (for YAML and JSON)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def coerce_setting(value, current, key: str):
+    """``value`` as the type of the field's current value, or a ``ValueError`` naming the key."""
+    if current is None:
+        return value
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if isinstance(current, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if isinstance(current, str):
+        if isinstance(value, (dict, list, tuple)) or value is None:
+            raise ValueError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    if isinstance(current, tuple):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key}: expected a list, got {value!r}")
+        return tuple(value)
+    if isinstance(current, dict):
+        if not isinstance(value, dict):
+            raise ValueError(f"{key}: expected a mapping, got {value!r}")
+        return {**current, **value}
+    return value
+
+
+def update_dataclass(obj, mapping: dict, prefix: str = ""):
+    """A copy of dataclass ``obj`` with the fields in ``mapping`` set (nested dataclasses recursively)."""
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {mapping!r}")
+    names = [f.name for f in fields(obj)]
+    changes = {}
+    for key, value in mapping.items():
+        if key not in names:
+            raise ValueError(f"unknown config key {prefix + str(key)!r}; {prefix.rstrip('.') or 'the config'} "
+                             f"has {', '.join(names)}")
+        current = getattr(obj, key)
+        if is_dataclass(current):
+            changes[key] = update_dataclass(current, value, f"{prefix}{key}.")
+        else:
+            changes[key] = coerce_setting(value, current, prefix + key)
+    try:
+        return replace(obj, **changes)
+    except TypeError as exc:
+        raise ValueError(f"{prefix.rstrip('.') or 'config'}: {exc}") from exc
+
+
+class YamlConfig:
+    """Mixin for dataclass configs: ``from_dict``, ``from_yaml`` and ``with_overrides``."""
+
+    @classmethod
+    def from_dict(cls, mapping: dict, base=None):
+        """``base`` (default: the defaults) updated from a nested mapping; unknown keys raise ``ValueError``."""
+        return update_dataclass(base if base is not None else cls(), mapping)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, base=None):
+        """``base`` updated from a YAML file; errors name the file."""
+        mapping = read_yaml_mapping(path)
+        try:
+            return cls.from_dict(mapping, base)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+
+    def with_overrides(self, overrides: Sequence[str]):
+        """Apply ``key=value`` items with dotted keys (``texture.norm=l1``); values parsed as YAML."""
+        config = self
+        for nested in parse_overrides(overrides):
+            config = update_dataclass(config, nested)
+        return config
