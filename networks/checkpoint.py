@@ -81,7 +81,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types (pickle, zip, runtime) for a damaged file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        # torch's messages span many lines; the CLI prints one line per error
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {first_line})") from exc
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{path}: not a diffface network checkpoint (format {found!r}, expected "
