@@ -222,16 +222,20 @@ class TriangleMeshIndex:
         tri_best, bary_best = np.full(n, -1, np.int64), np.zeros((n, 3))
         if not valid.any():
             return q_best, d2_best, tri_best, bary_best
-        owner = np.repeat(np.arange(n), k)[valid.reshape(-1)]
-        flat = candidates[valid]
+        owner, column = np.nonzero(valid)  # row-major: the pairs of each point are consecutive
+        flat = candidates[owner, column]
         p = points[owner]
-        q, bary = closest_points_on_triangles(p, self.corners[flat, 0], self.corners[flat, 1], self.corners[flat, 2])
+        corners = self.corners[flat]  # (M, 3, 3): one gather, three views
+        q, bary = closest_points_on_triangles(p, corners[:, 0], corners[:, 1], corners[:, 2])
+        pair_d2 = ((q - p) ** 2).sum(-1)
         d2 = np.full((n, k), np.inf)
-        d2[valid] = ((q - p) ** 2).sum(-1)
+        d2[owner, column] = pair_d2
+        pair_index = np.full((n, k), -1, np.int64)
+        pair_index[owner, column] = np.arange(len(flat))
         best = d2.argmin(1)
         found = np.isfinite(d2[np.arange(n), best])
-        pair = (np.cumsum(valid.reshape(-1)).reshape(n, k)[np.arange(n), best] - 1)[found]  # index among valid pairs
-        q_best[found], d2_best[found], tri_best[found], bary_best[found] = q[pair], d2[found, best[found]], flat[pair], bary[pair]
+        pair = pair_index[np.arange(n), best][found]
+        q_best[found], d2_best[found], tri_best[found], bary_best[found] = q[pair], pair_d2[pair], flat[pair], bary[pair]
         return q_best, d2_best, tri_best, bary_best
 
     def query(self, points: np.ndarray, exact: bool = True) -> ClosestPoints:
