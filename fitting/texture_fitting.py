@@ -31,12 +31,13 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from diffface.checks import check_shape
-from diffface.geometry import vertex_normals
+from diffface.camera import euler_to_rotation
+from diffface.geometry import rotate_points, vertex_normals
 from diffface.landmark_marching import march_contour_landmarks
 from diffface.lighting import SH_ATTENUATION, sh_basis, sh_irradiance
 from diffface.morphable_model import MorphableModel
 from diffface.params import FaceParameters
-from diffface.renderers import VertexRenderer, lighting_frame_normals
+from diffface.renderers import VertexRenderer
 
 from .landmark_fitting import LandmarkFitConfig, fit_landmarks
 
@@ -251,11 +252,12 @@ class _Stage2Energy:
         self.renderer = VertexRenderer(model.uv, model.triangles, config.uv_size).to(images.device, images.dtype)
 
     def fixed_parts(self, params: FaceParameters, group: str) -> dict[str, torch.Tensor]:
-        """What ``group``'s Adam steps cannot change, computed once (no gradients): the albedo (its own
-        group is solved in closed form), and for the pose the vertices and their model-space normals."""
+        """What ``group`` cannot change, computed once (no gradients): the albedo (its own group is solved
+        in closed form), and for the pose and the closed-form groups the vertices and their model-space
+        normals."""
         with torch.no_grad():
             fixed = {"albedo": self.model.albedo(params.beta, batch=params.batch_size)}
-            if group == "pose":
+            if group == "pose" or group in CLOSED_FORM_GROUPS:
                 fixed["vertices"] = self.model.shape(params.alpha_id, params.alpha_exp)
                 fixed["model_normals"] = vertex_normals(fixed["vertices"], self.model.triangles)
         return fixed
@@ -279,7 +281,7 @@ class _Stage2Energy:
         exp_prior = (params.alpha_exp / model.exp_std.clamp_min(1e-12)).pow(2).sum(-1)
         energy = texture + config.c_lands * landmarks + config.r_beta * albedo_prior + config.r_exp * exp_prior
         return {"energy": energy, "texture": texture, "landmarks": landmarks, "albedo_prior": albedo_prior,
-                "exp_prior": exp_prior, "output": out, "vertices": vertices, "albedo": albedo}
+                "exp_prior": exp_prior, "output": out}
 
 
 def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch.Tensor, init: FaceParameters,
@@ -369,10 +371,11 @@ def _solve_appearance(group: str, model: MorphableModel, energy_fn: "_Stage2Ener
                       focal: torch.Tensor, principal_point: torch.Tensor, config: TextureFitConfig) -> None:
     """Replace the lighting or albedo by its exact (IRLS) minimiser for the current shape and pose."""
     params = _to_params(model, variables, focal, principal_point)
-    terms = energy_fn(params)
-    out, vertices, albedo = terms["output"], terms["vertices"], terms["albedo"]
-    uv_frame = energy_fn.renderer.uv_frame
-    normals = lighting_frame_normals(vertices, model.triangles, params.angles)
+    fixed = energy_fn.fixed_parts(params, group)
+    out = energy_fn(params, fixed)["output"]
+    albedo, uv_frame = fixed["albedo"], energy_fn.renderer.uv_frame
+    # the lighting frame's normals: the renderer's, from the model-space normals computed once above
+    normals = rotate_points(fixed["model_normals"], euler_to_rotation(params.angles))
     if group == "lighting":
         variables["lighting"].copy_(solve_lighting(uv_frame, albedo, normals, out.target_uv, out.mask_uv, config.norm))
     else:
