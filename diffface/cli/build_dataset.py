@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .config_args import add_config_arguments
 from .output import print_figures
 
 
@@ -18,9 +19,8 @@ def add_parser(sub) -> None:
                     "first). A re-run resumes. Settings: defaults < --config YAML < the options below < --set.")
     p.add_argument("source", type=Path, help="fit-job folder, synthetic benchmark folder, or photos with .pts files")
     p.add_argument("--out", type=Path, required=True, help="dataset folder (new, empty, or one to resume)")
-    p.add_argument("--config", type=Path, help="YAML file of BuildConfig settings (e.g. a saved DATASET/build.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one setting, dotted keys, repeatable: --set quality.max_abs_yaw_deg=50")
+    add_config_arguments(p, "BuildConfig", "DATASET/build.yaml",
+                         "override one setting, dotted keys, repeatable: --set quality.max_abs_yaw_deg=50")
     p.add_argument("--crop-size", type=int, help="side of the crops in pixels (default: 96)")
     p.add_argument("--val-fraction", type=float, help="share of items in the val split (default: 0.1)")
     p.add_argument("--seed", type=int, help="seed of the split (default: 0)")

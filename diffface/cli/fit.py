@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .config_args import add_config_arguments
 from .output import print_figures
 
 
@@ -22,9 +23,8 @@ def add_parser(sub) -> None:
     p.add_argument("--landmarks", choices=["pts", "dlib", "fan", "auto"],
                    help="landmark source: pts (annotations beside the images), dlib, fan, auto (default: pts)")
     p.add_argument("--stages", help="landmarks or landmarks,texture (default: landmarks)")
-    p.add_argument("--config", type=Path, help="YAML file of FitJobConfig settings (e.g. a saved DIR/config.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one setting, dotted keys, repeatable: --set texture.norm=l1 --set landmarks.rounds=3")
+    add_config_arguments(p, "FitJobConfig", "DIR/config.yaml", "override one setting, dotted keys, repeatable: "
+                         "--set texture.norm=l1 --set landmarks.rounds=3")
     p.add_argument("--batch-size", type=int, help="images per batch (default: 32)")
     p.add_argument("--workers", type=int, help="DataLoader workers reading and landmarking images (default: 2)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu; ranks use cuda:LOCAL_RANK)")

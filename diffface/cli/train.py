@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .config_args import add_config_arguments
 from .output import print_figures
 
 
@@ -17,9 +18,8 @@ def add_parser(sub) -> None:
                     "Settings: defaults < --config YAML < the options below < --set key=value.")
     p.add_argument("dataset", type=Path, help="dataset folder (dataset.json, index.json, items/)")
     p.add_argument("--out", type=Path, required=True, help="run folder (a re-run into it resumes)")
-    p.add_argument("--config", type=Path, help="YAML file of TrainConfig settings (e.g. a saved RUN/config.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one setting, repeatable: --set norm=l1 --set augment=false")
+    add_config_arguments(p, "TrainConfig", "RUN/config.yaml",
+                         "override one setting, repeatable: --set norm=l1 --set augment=false")
     p.add_argument("--steps", type=int, help="optimisation steps (default: 30000)")
     p.add_argument("--batch-size", type=int, help="global batch (default: 128)")
     p.add_argument("--loss", choices=["mse", "2d3d"], help="training loss (default: 2d3d)")
