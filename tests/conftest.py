@@ -59,6 +59,22 @@ def optional_import():
     return load
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture
+def chromium_path(optional_import) -> Path:
+    """The system's Chromium for Playwright (never a downloaded browser); skip (fail under
+    ``DIFFFACE_REQUIRE_OPTIONAL=1``) when Playwright or the browser is missing."""
+    optional_import("playwright.sync_api", "pip install playwright; the browser comes from apt: chromium")
+    if not CHROMIUM.is_file():
+        reason = f"{CHROMIUM} not found (apt-get install chromium); the browser test is skipped"
+        if os.environ.get(OPTIONAL_ENV) == "1":
+            pytest.fail(f"{OPTIONAL_ENV}=1 but {reason}")
+        pytest.skip(reason)
+    return CHROMIUM
+
+
 @pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
 def dtype(request) -> torch.dtype:
     return request.param

@@ -7,7 +7,6 @@ import contextlib
 import io
 import json
 import math
-import os
 import shlex
 from html.parser import HTMLParser
 from importlib import import_module
@@ -22,7 +21,6 @@ from diffface.demo import METHODS, STEP_OUTPUTS, STEPS, DemoConfig, DemoStepErro
 from diffface.landmark_io import write_pts
 from diffface.landmarks.annotations import read_landmark_file
 
-CHROMIUM = Path("/usr/bin/chromium")
 QUICK_HELDOUT = DemoConfig.quick().heldout_faces
 
 
@@ -191,23 +189,12 @@ def test_photos_without_ground_truth(demo, tmp_path):
     assert "no ground truth" in " ".join(report["commands"]["evaluate"])
 
 
-@pytest.fixture
-def browser_ready(optional_import):
-    optional_import("playwright.sync_api", "pip install playwright; the browser comes from apt: chromium")
-    if not CHROMIUM.is_file():
-        reason = f"{CHROMIUM} not found (apt-get install chromium); the browser test is skipped"
-        if os.environ.get("DIFFFACE_REQUIRE_OPTIONAL") == "1":
-            pytest.fail(f"DIFFFACE_REQUIRE_OPTIONAL=1 but {reason}")
-        pytest.skip(reason)
-    return CHROMIUM
-
-
-def test_report_renders_in_chromium(demo, browser_ready, tmp_path):
+def test_report_renders_in_chromium(demo, chromium_path, tmp_path):
     from diffface.report_html import screenshot_report
 
     out, _, _ = demo
     png = tmp_path / "report.png"
-    state = screenshot_report(out / "report.html", png, str(browser_ready), full_page=True)
+    state = screenshot_report(out / "report.html", png, str(chromium_path), full_page=True)
     assert state["title"] == "diffface demo report"
     images = {image["id"]: image for image in state["images"]}
     assert images["ced"]["complete"] and images["ced"]["naturalWidth"] > 0

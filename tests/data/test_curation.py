@@ -1,19 +1,16 @@
 """Curation: the server's endpoints, exports, and the page driven in a real (headless) Chromium."""
 
 import json
-import os
 import threading
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
 from diffface.data.curation import CurationServer, decision_lists, export_decisions
 from diffface.data.format import CURATION_NAME, FaceDataset, read_decisions, read_index
 
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @contextmanager
@@ -82,15 +79,11 @@ def test_export_files(dataset_copy):
 
 
 @pytest.fixture
-def chromium(optional_import):
-    playwright = optional_import("playwright.sync_api", "pip install playwright; browsers come from apt: chromium")
-    if not CHROMIUM.is_file():
-        reason = f"{CHROMIUM} not found (apt-get install chromium); the browser test is skipped"
-        if os.environ.get("DIFFFACE_REQUIRE_OPTIONAL") == "1":
-            pytest.fail(f"DIFFFACE_REQUIRE_OPTIONAL=1 but {reason}")
-        pytest.skip(reason)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+def chromium(chromium_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium_path), headless=True)
         try:
             yield browser
         finally:
