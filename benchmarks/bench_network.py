@@ -11,41 +11,33 @@ into the convolutions (what an exporter ships) and MobileNet v1 at width 1.0 on 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
-import time
+from pathlib import Path
 
 import torch
 
 from bench_output import add_output_arguments, emit
 from diffface.networks import count_parameters, create_model, fold_batchnorm
+from diffface.networks.export.bench import percentile, state_dict_bytes, time_calls
 
 
 def latencies_ms(net: torch.nn.Module, batch: int, repeats: int, warmup: int = 3) -> list[float]:
     """Wall time of ``repeats`` forward passes on a random ``(batch, 3, 96, 96)`` input (ms)."""
     x = torch.rand(batch, 3, 96, 96)
-    times = []
     with torch.inference_mode():
-        for i in range(warmup + repeats):
-            start = time.perf_counter()
-            net(x)
-            if i >= warmup:
-                times.append((time.perf_counter() - start) * 1000)
-    return times
+        return [1000 * t for t in time_calls(lambda: net(x), repeats, warmup)]
 
 
 def file_size_mb(net: torch.nn.Module) -> float:
     with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "state.pt")
-        torch.save(net.state_dict(), path)
-        return os.path.getsize(path) / 1e6
+        return state_dict_bytes(net, Path(folder), "state.pt") / 1e6
 
 
 def measure(net: torch.nn.Module, repeats: int, batch_repeats: int) -> dict:
     single = latencies_ms(net, 1, repeats)
     out = {"ms_b1_median": statistics.median(single),
-           "ms_b1_p95": sorted(single)[min(len(single) - 1, int(round(0.95 * (len(single) - 1))))]}
+           "ms_b1_p95": percentile(single, 0.95)}
     for batch in (32, 128):
         ms = statistics.median(latencies_ms(net, batch, batch_repeats, warmup=1))
         out[f"ms_b{batch}"] = ms

@@ -174,7 +174,8 @@ def time_calls(call: Callable[[], object], repeats: int, warmup: int,
     return times
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, nearest rank."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
@@ -206,7 +207,7 @@ def _measure(format_name: str, variant: str, runners: tuple[Runner, Runner], dep
     latencies = time_calls(lambda: single_runner(single), config.repeats, config.warmup, sync)
     batch_times = time_calls(lambda: batch_runner(batch), config.throughput_repeats, 1, sync)
     return BenchRow(format_name, variant, single_runner.name, device, size_bytes,
-                    1e3 * statistics.median(latencies), 1e3 * _percentile(latencies, 0.95), 1e3 * min(latencies),
+                    1e3 * statistics.median(latencies), 1e3 * percentile(latencies, 0.95), 1e3 * min(latencies),
                     config.throughput_batch / statistics.median(batch_times), parity.max_abs_error, parity.passed)
 
 
@@ -214,8 +215,10 @@ def _eager_runner(module: torch.nn.Module, device: str) -> Runner:
     return module_runner(module.to(device), f"torch {torch.__version__} eager", device=device)
 
 
-def _file_size(module: torch.nn.Module, folder: Path) -> int:
-    path = folder / "eager_state_dict.pt"
+def state_dict_bytes(module: torch.nn.Module, folder: Path, name: str = "eager_state_dict.pt") -> int:
+    """Size on disk of ``module``'s state dict saved as ``folder/name`` (torch's archive repeats the name's
+    stem in every entry, so the size depends on it slightly)."""
+    path = folder / name
     torch.save(module.state_dict(), path)
     return path.stat().st_size
 
@@ -273,7 +276,7 @@ def _bench_format(format_name: str, deployable: Deployable, config: BenchConfig,
     """Rows (one per variant) and export notes of one format. Files with a static batch (ONNX, ExecuTorch,
     TensorRT) are exported twice, at batch 1 and at the throughput batch, as a deployment would."""
     if format_name == "eager":
-        size = _file_size(deployable.module, folder)
+        size = state_dict_bytes(deployable.module, folder)
         cpu = _eager_runner(deployable.module, "cpu")
         rows = [_measure("eager", "eager", (cpu, cpu), deployable, size, config)]
         if torch.cuda.is_available():
