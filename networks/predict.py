@@ -96,7 +96,8 @@ def image_camera_params(regressor: FaceRegressor, params_crop: torch.Tensor, cro
 def _crops(paths: Sequence[Path], regressor: FaceRegressor, config: PredictConfig,
            detector) -> Iterator[tuple[Path, torch.Tensor, torch.Tensor, tuple[int, int]]]:
     """``(path, crop (3, S, S), crop_matrix (3, 3), (H, W))`` per image."""
-    from diffface.landmarks import boxes_from_landmarks, crop_faces, read_image
+    from diffface.data.crops import crop_antialiased
+    from diffface.landmarks import boxes_from_landmarks, read_image
 
     size = regressor.input_size
     for path in paths:
@@ -108,8 +109,9 @@ def _crops(paths: Sequence[Path], regressor: FaceRegressor, config: PredictConfi
             yield path, pixels[0], torch.eye(3, dtype=torch.float64), image.shape[:2]
             continue
         landmarks = torch.from_numpy(detector.detect_one(image, path).landmarks)[None].float()
-        crop, transform = crop_faces(pixels, boxes_from_landmarks(landmarks, config.crop_scale), size)
-        yield path, crop[0], transform.matrix[0].double(), image.shape[:2]
+        # the same box-filtered crop as build-dataset's training crops (a plain bilinear resize aliases)
+        crop, transform = crop_antialiased(pixels[0], boxes_from_landmarks(landmarks, config.crop_scale)[0], size)
+        yield path, crop, transform.matrix[0].double(), image.shape[:2]
 
 
 def predict_images(regressor: FaceRegressor, images: str | Path, out_dir: str | Path,

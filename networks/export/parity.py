@@ -114,7 +114,8 @@ def face_crops(image_paths: Sequence[str | Path], size: int = 96, scale: float =
     Example:
         >>> crops = face_crops(["shared/data/faces/image_0010.png"])
     """
-    from diffface.landmarks import annotation_path, boxes_from_landmarks, crop_faces, read_image, read_landmark_file
+    from diffface.data.crops import crop_antialiased
+    from diffface.landmarks import annotation_path, boxes_from_landmarks, read_image, read_landmark_file
 
     crops = []
     for path in image_paths:
@@ -122,7 +123,7 @@ def face_crops(image_paths: Sequence[str | Path], size: int = 96, scale: float =
         if annotation is None:
             raise FileNotFoundError(f"{path}: no landmark annotation (.pts/.npy/.json) beside the image to crop by")
         landmarks = torch.from_numpy(read_landmark_file(annotation)[0]).float()[None]
-        pixels = torch.from_numpy(read_image(path)).permute(2, 0, 1)[None].float() / 255
-        crop, _ = crop_faces(pixels, boxes_from_landmarks(landmarks, scale), size)
-        crops.append(crop)
+        pixels = torch.from_numpy(read_image(path)).permute(2, 0, 1).float() / 255
+        crop, _ = crop_antialiased(pixels, boxes_from_landmarks(landmarks, scale)[0], size)  # as the training crops
+        crops.append(crop[None])
     return torch.cat(crops).clamp(0, 1)
