@@ -13,15 +13,18 @@ so both do the same steps), and is timed in the same run
     .venv/bin/python benchmarks/bench_fit.py --json     # one JSON object
     .venv/bin/python benchmarks/bench_fit.py --quick    # under a minute: batch 1 and 32, one repeat
 
-Stage 2 (texture, default ``TextureFitConfig``) is timed once per model at batch 32 (``--quick``: 8)
-on random 224 px images: ``texture_images_per_s_bfm_size`` and ``texture_images_per_s_builtin``.
+Stage 1's default runs on one CPU thread (``LandmarkFitConfig.cpu_threads``); the ``all thr.`` column
+times the same fit on torch's thread setting. Stage 2 (texture, default ``TextureFitConfig``) is timed
+once per model at batch 32 (``--quick``: 8) on random 224 px images: ``texture_images_per_s_bfm_size``
+and ``texture_images_per_s_builtin``; ``texture_images_per_s_bfm_size_full_mesh`` is the same BFM-sized
+fit computed on the whole mesh (``active_vertices=False``, the energy is the same), the reference.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -233,6 +236,11 @@ def images_per_s(fits: dict, observed: torch.Tensor, model: MorphableModel, repe
     return {name: observed.shape[0] / seconds for name, seconds in best.items()}, energy
 
 
+def all_threads(model, observed, image_size, config):
+    """``fit_landmarks`` on torch's thread setting instead of the default one thread."""
+    return fit_landmarks(model, observed, image_size, replace(config, cpu_threads=0))
+
+
 def run(quick: bool) -> dict:
     models = {"builtin": load_morphable_model("builtin"), "bfm-size": bfm_sized_model()}
     batches = (1, 32) if quick else (1, 32, 256)
@@ -242,7 +250,8 @@ def run(quick: bool) -> dict:
         observed_all = observations(model, max(batches))
         fit_landmarks(model, observed_all[:2], (224, 224))  # first-call costs out of the timings
         for batch in batches:
-            fits = {"current": fit_landmarks}
+            # the default runs stage 1 on one thread (LandmarkFitConfig.cpu_threads); also timed on torch's
+            fits = {"current": fit_landmarks, "current_all_threads": all_threads}
             # the reference takes minutes at batch 256 on a CPU; --quick times it at batch 32 only
             if batch <= 32 and not (quick and batch == 1):
                 fits["reference"] = reference_fit_landmarks
@@ -250,22 +259,26 @@ def run(quick: bool) -> dict:
             ref = speed.get("reference")
             rows.append({"model": model_name, "vertices": model.num_vertices, "batch": batch,
                          "landmark_images_per_s": round(speed["current"], 1),
+                         "all_threads_images_per_s": round(speed["current_all_threads"], 1),
                          "reference_images_per_s": None if ref is None else round(ref, 1),
                          "speedup": None if ref is None else round(speed["current"] / ref, 1),
                          "energy_mean": round(energy["current"], 6),
                          "reference_energy_mean": None if ref is None else round(energy["reference"], 6)})
     texture_batch = 8 if quick else 32
     texture_rows = [texture_speed(name, model, texture_batch) for name, model in models.items()]
+    # the same fit on the whole mesh (TextureFitConfig.active_vertices=False): the reference for the BFM size
+    texture_rows.append(texture_speed("bfm-size", models["bfm-size"], texture_batch, active_vertices=False))
     head = next(r for r in rows if r["model"] == "builtin" and r["batch"] == 32)
     return {"landmark_images_per_s": head["landmark_images_per_s"],
             "reference_landmark_images_per_s": head["reference_images_per_s"],
-            "texture_images_per_s_bfm_size": texture_rows[-1]["texture_images_per_s"],
+            "texture_images_per_s_bfm_size": texture_rows[1]["texture_images_per_s"],
+            "texture_images_per_s_bfm_size_full_mesh": texture_rows[2]["texture_images_per_s"],
             "texture_images_per_s_builtin": texture_rows[0]["texture_images_per_s"],
             "device": "cpu", "threads": torch.get_num_threads(),
             "torch": torch.__version__, "quick": quick, "rows": rows, "texture_rows": texture_rows}
 
 
-def texture_speed(model_name: str, model: MorphableModel, batch: int) -> dict:
+def texture_speed(model_name: str, model: MorphableModel, batch: int, active_vertices: bool = True) -> dict:
     """Images/s of stage 2 (default TextureFitConfig) on ``batch`` 224 px images, from stage-1 parameters.
 
     The images are random (timing only: the work per step does not depend on their content).
@@ -273,13 +286,13 @@ def texture_speed(model_name: str, model: MorphableModel, batch: int) -> dict:
     observed = observations(model, batch, seed=1)
     start_params = fit_landmarks(model, observed, (224, 224)).params
     images = torch.rand(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    config = TextureFitConfig()
+    config = TextureFitConfig(active_vertices=active_vertices)
     fit_texture(model, images[:1], observed[:1], start_params.index(slice(0, 1)),
                 TextureFitConfig(rounds=1, steps_per_group=1))  # first-call costs out of the timing
     start = time.perf_counter()
     fit_texture(model, images, observed, start_params, config)
     seconds = time.perf_counter() - start
-    return {"model": model_name, "vertices": model.num_vertices, "batch": batch,
+    return {"model": model_name, "vertices": model.num_vertices, "batch": batch, "active_vertices": active_vertices,
             "texture_images_per_s": round(batch / seconds, 3), "seconds": round(seconds, 2),
             "adam_steps": config.rounds * config.steps_per_group * 3, "uv_size": config.uv_size}
 
@@ -288,20 +301,22 @@ def print_table(result: dict) -> None:
     print(f"torch {result['torch']}, {result['device']}, {result['threads']} threads; landmark-only stage 1, "
           f"default config ({LandmarkFitConfig().rounds} rounds x (pose {LandmarkFitConfig().pose_steps} + identity and "
           f"expression {LandmarkFitConfig().steps_per_group} each) LM steps), best of the repeats")
-    header = (f"{'model':>9} {'vertices':>8} {'batch':>5} {'images/s':>9} {'reference':>10} {'speedup':>8} "
-              f"{'energy':>9} {'ref energy':>10}")
+    header = (f"{'model':>9} {'vertices':>8} {'batch':>5} {'images/s':>9} {'all thr.':>9} {'reference':>10} "
+              f"{'speedup':>8} {'energy':>9} {'ref energy':>10}")
     print(header)
     print("-" * len(header))
     for r in result["rows"]:
         ref = "-" if r["reference_images_per_s"] is None else f"{r['reference_images_per_s']:.1f}"
         speed = "-" if r["speedup"] is None else f"{r['speedup']:.1f}x"
         ref_energy = "-" if r["reference_energy_mean"] is None else f"{r['reference_energy_mean']:.5f}"
-        print(f"{r['model']:>9} {r['vertices']:>8} {r['batch']:>5} {r['landmark_images_per_s']:>9.1f} {ref:>10} "
+        print(f"{r['model']:>9} {r['vertices']:>8} {r['batch']:>5} {r['landmark_images_per_s']:>9.1f} "
+              f"{r['all_threads_images_per_s']:>9.1f} {ref:>10} "
               f"{speed:>8} {r['energy_mean']:>9.5f} {ref_energy:>10}")
 
 
     for r in result["texture_rows"]:
-        print(f"stage 2 (texture), {r['model']} ({r['vertices']} vertices), batch {r['batch']}: "
+        mesh = "active vertices" if r["active_vertices"] else "whole mesh"
+        print(f"stage 2 (texture, {mesh}), {r['model']} ({r['vertices']} vertices), batch {r['batch']}: "
               f"{r['texture_images_per_s']:.2f} images/s ({r['adam_steps']} Adam steps + closed-form lighting/albedo, "
               f"UV {r['uv_size']}²)")
 

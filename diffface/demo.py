@@ -40,6 +40,7 @@ from PIL import Image
 from .atomic_io import write_text_atomic
 from .morphable_model import MorphableModel, load_morphable_model
 from .report_images import overlay_landmarks, save_panel_grid, to_uint8_image
+from .threads import torch_threads
 
 SETS = ("train", "heldout")
 LANDMARK_INDICES = "evaluate/landmark_indices.npy"  # the model's 68 landmark vertices, for the CLI
@@ -557,16 +558,11 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), show_progre
     write_text_atomic(out / "config.json", json.dumps(asdict(config), indent=2))
     started = time.perf_counter()
     run = DemoRun(out, config, load_morphable_model(config.model).to(config.device), show_progress)
-    threads = torch.get_num_threads()
-    try:
-        if config.threads:
-            torch.set_num_threads(config.threads)
+    with torch_threads(config.threads):
         for name, step in STEPS.items():
             run.steps[name] = _run_step(name, step, run)
             if on_step is not None:
                 on_step(name, run.steps[name]["seconds"])
-    finally:
-        torch.set_num_threads(threads)
     report = {
         "format": "diffface-demo/1",
         "config": asdict(config),

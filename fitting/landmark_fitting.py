@@ -23,6 +23,7 @@ from diffface.checks import check_finite, check_shape
 from diffface.landmark_marching import CHIN_LANDMARK
 from diffface.morphable_model import MorphableModel
 from diffface.params import FaceParameters
+from diffface.threads import torch_threads
 
 GROUPS = ("pose", "identity", "expression")
 
@@ -43,6 +44,10 @@ class LandmarkFitConfig:
         initial_damping: starting LM damping (relative to the diagonal of JᵀJ).
         focal_px: focal length used when no initial parameters are given (pixels).
         march_contour: move contour landmarks to the silhouette.
+        cpu_threads: torch intra-op threads while fitting on the CPU (restored afterwards; 0: leave
+            torch's setting). Stage 1's tensors are small (68 landmarks a face), so thread start-up
+            costs more than the work: one thread is faster than two at batch 32 and 256, and much
+            faster when other processes share the cores (see ``benchmarks/bench_fit.py``).
     """
 
     r_id: float = 0.001
@@ -53,6 +58,7 @@ class LandmarkFitConfig:
     initial_damping: float = 1e-3
     focal_px: float = 1000.0
     march_contour: bool = True
+    cpu_threads: int = 1
 
 
 @dataclass
@@ -222,6 +228,13 @@ def fit_landmarks(model: MorphableModel, landmarks_2d: torch.Tensor, image_size:
         landmarks_2d: (B, 68, 2).
     """
     check_shape(landmarks_2d, ["B", 68, 2], "landmarks_2d")
+    with torch_threads(config.cpu_threads if landmarks_2d.device.type == "cpu" else None):
+        return _fit_landmarks(model, landmarks_2d, image_size, config, init, progress)
+
+
+def _fit_landmarks(model: MorphableModel, landmarks_2d: torch.Tensor, image_size: tuple[int, int],
+                   config: LandmarkFitConfig, init: FaceParameters | None, progress) -> LandmarkFitResult:
+    """:func:`fit_landmarks` with the threads set."""
     present = torch.isfinite(landmarks_2d).all(-1) & model.landmark_mask[None]
     if not present.any(-1).all():
         raise ValueError("landmarks_2d: some samples have no usable landmark at all")

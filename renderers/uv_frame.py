@@ -46,11 +46,13 @@ def vertices_to_uv_image(values: torch.Tensor, texel_vertices: torch.Tensor, tex
         values: (B, V, C); texel_vertices: (S, S, 3); texel_weights: (S, S, 3) -> (B, C, S, S).
     """
     check_shape(values, ["B", "V", "C"], "values")
+    B, V, C = values.shape
     S = texel_vertices.shape[0]
-    gathered = values[:, texel_vertices.reshape(-1)]  # (B, S*S*3, C)
-    gathered = gathered.reshape(values.shape[0], S, S, 3, values.shape[2])
-    image = (gathered * texel_weights[None, ..., None].to(values.dtype)).sum(3)
-    return image.permute(0, 3, 1, 2)
+    # vertex-major (V, B·C) rows: one gather of whole contiguous rows, forward and backward
+    rows = values.transpose(0, 1).reshape(V, B * C)
+    gathered = rows.index_select(0, texel_vertices.reshape(-1)).view(S * S, 3, B * C)
+    image = (gathered * texel_weights.reshape(S * S, 3, 1).to(values.dtype)).sum(1)  # (S·S, B·C)
+    return image.view(S, S, B, C).permute(2, 3, 0, 1)
 
 
 class UVFrame(nn.Module):
@@ -70,6 +72,25 @@ class UVFrame(nn.Module):
         self.register_buffer("texel_vertices", texel_vertices)
         self.register_buffer("texel_weights", texel_weights.float())
         self.register_buffer("mask", mask)
+
+    @classmethod
+    def from_texel_map(cls, texel_vertices: torch.Tensor, texel_weights: torch.Tensor, mask: torch.Tensor) -> "UVFrame":
+        """A frame from a texel map already computed (e.g. :func:`uv_texel_map`'s, with the vertices
+        renumbered for a subset of the mesh), without rasterising again.
+
+        Shape:
+            texel_vertices: (S, S, 3) long; texel_weights: (S, S, 3); mask: (S, S) bool.
+        """
+        check_shape(texel_vertices, ["S", "S", 3], "texel_vertices")
+        check_shape(texel_weights, list(texel_vertices.shape), "texel_weights")
+        check_shape(mask, list(texel_vertices.shape[:2]), "mask")
+        frame = cls.__new__(cls)
+        nn.Module.__init__(frame)
+        frame.size = texel_vertices.shape[0]
+        frame.register_buffer("texel_vertices", texel_vertices.long())
+        frame.register_buffer("texel_weights", texel_weights.float())
+        frame.register_buffer("mask", mask.bool())
+        return frame
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
         return vertices_to_uv_image(values, self.texel_vertices, self.texel_weights)

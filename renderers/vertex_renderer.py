@@ -73,7 +73,8 @@ class VertexRenderer(nn.Module):
 
     Args:
         uv: (V, 2) the model's UV coordinates; faces: (F, 3); uv_size: UV image side;
-        camera: default camera (parameters overridable per call).
+        camera: default camera (parameters overridable per call); uv_frame: a ready
+        :class:`UVFrame` for these vertices (then ``uv`` and ``uv_size`` are not used).
 
     Shape:
         forward(vertices (B, V, 3), albedo (B, V, 3), sh (B, 27), image (B, 3, H, W), model_normals
@@ -82,9 +83,9 @@ class VertexRenderer(nn.Module):
     """
 
     def __init__(self, uv: torch.Tensor, faces: torch.Tensor, uv_size: int = 128,
-                 camera: PerspectiveCamera | None = None):
+                 camera: PerspectiveCamera | None = None, uv_frame: UVFrame | None = None):
         super().__init__()
-        self.uv_frame = UVFrame(uv, faces, uv_size)
+        self.uv_frame = uv_frame if uv_frame is not None else UVFrame(uv, faces, uv_size)
         self.register_buffer("faces", faces.long())
         self.camera = camera if camera is not None else PerspectiveCamera()
 
@@ -103,9 +104,13 @@ class VertexRenderer(nn.Module):
         vertex_colors = sh_shading(albedo, normals, sh)
         sampled, inside = sample_image_at_points(image, points)
         usable = (visible & inside).to(vertex_colors.dtype)[..., None]
+        # the three per-vertex signals go through the UV frame together: one gather instead of three
+        channels = (vertex_colors.shape[-1], sampled.shape[-1], 1)
+        packed = self.uv_frame(torch.cat([vertex_colors, sampled.to(vertex_colors.dtype), usable], -1))
+        rendered_uv, target_uv, usable_uv = packed.split(channels, dim=1)
         # a texel counts only if all three of its triangle's vertices are usable
-        mask = (self.uv_frame(usable) > 1 - 1e-4).to(vertex_colors.dtype) * self.uv_frame.mask.to(vertex_colors.dtype)
+        mask = (usable_uv > 1 - 1e-4).to(vertex_colors.dtype) * self.uv_frame.mask.to(vertex_colors.dtype)
         return VertexRenderOutput(
-            rendered_uv=self.uv_frame(vertex_colors), target_uv=self.uv_frame(sampled.to(vertex_colors.dtype)),
-            mask_uv=mask, vertex_colors=vertex_colors, sampled_colors=sampled, visible=visible, uv_points=points,
+            rendered_uv=rendered_uv, target_uv=target_uv, mask_uv=mask, vertex_colors=vertex_colors,
+            sampled_colors=sampled, visible=visible, uv_points=points,
         )

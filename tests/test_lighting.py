@@ -104,3 +104,15 @@ def test_module_and_bad_input(device, dtype):
         sh_irradiance(torch.zeros(2, 5, 4), torch.zeros(2, 27))
     with pytest.raises(ValueError, match="neither"):
         SHLighting()(albedo, normals)
+
+
+def test_irradiance_quadratic_form_equals_the_basis_expansion_with_gradients():
+    g = torch.Generator().manual_seed(3)
+    normals = torch.nn.functional.normalize(torch.randn(2, 40, 3, generator=g, dtype=torch.float64), dim=-1)
+    coeffs = torch.randn(2, 27, generator=g, dtype=torch.float64)
+    attenuation = torch.tensor(SH_ATTENUATION, dtype=torch.float64)
+    expected = sh_basis(normals) @ (coeffs.reshape(2, 3, 9).transpose(1, 2) * attenuation[:, None])
+    torch.testing.assert_close(sh_irradiance(normals, coeffs), expected, atol=1e-12, rtol=1e-12)
+    normals.requires_grad_(True)
+    coeffs.requires_grad_(True)
+    assert torch.autograd.gradcheck(sh_irradiance, (normals[:, :6], coeffs))

@@ -23,6 +23,8 @@ from typing import Callable
 
 import torch
 
+from diffface.threads import torch_threads
+
 from ..mobileface import count_parameters
 from ..predictor import FaceRegressor
 from .backends import backend_available, import_backend
@@ -180,21 +182,6 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-class _TorchThreads:
-    """Set torch's intra-op threads for a block and restore them (no lasting global change)."""
-
-    def __init__(self, threads: int | None):
-        self.threads = threads
-
-    def __enter__(self):
-        self.previous = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.previous)
-
-
 def _measure(format_name: str, variant: str, runners: tuple[Runner, Runner], deployable: Deployable,
              size_bytes: int, config: BenchConfig, device: str = "cpu") -> BenchRow:
     """Parity, batch-1 latency with ``runners[0]`` and throughput with ``runners[1]`` (the batch-256 file)."""
@@ -240,7 +227,7 @@ def bench_network(regressor: FaceRegressor, config: BenchConfig = BenchConfig(),
                  "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
         network={"name": regressor.network_name, "config": regressor.network_config, "params": params,
                  "size_mb_float32": params * 4 / 1e6, "outputs": regressor.layout.network_size})
-    with tempfile.TemporaryDirectory() as tmp, _TorchThreads(config.threads):
+    with tempfile.TemporaryDirectory() as tmp, torch_threads(config.threads):
         for format_name in config.formats:
             module = REQUIRES.get(format_name)
             ok, reason = backend_available(module) if module else (True, "")
