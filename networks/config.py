@@ -13,6 +13,7 @@ from typing import Sequence
 import yaml
 
 from diffface.atomic_io import write_text_atomic
+from diffface import config_io
 from diffface.config_io import read_yaml_mapping
 
 LOSSES = ("mse", "2d3d")
@@ -38,6 +39,11 @@ class TrainConfig:
         weight_mse: with ``loss="2d3d"``, weight of a parameter-MSE term added to it (0: none).
         loss_vertices: vertices of the fixed random subset the 2D+3D loss compares (0: all).
         photometric_weight: weight of the self-supervised photometric loss (0: off).
+        unlabeled: unlabelled face photos added to training through the photometric loss: a folder (searched
+            recursively) or a text file listing image paths (:mod:`~diffface.networks.unlabeled`); ``""``: none.
+            Needs ``photometric_weight > 0``; each step then also adds ``photometric_weight`` times the
+            photometric loss of an unlabelled batch (the term ``photometric_unlabeled``).
+        unlabeled_batch_size: global batch of unlabelled photos per step (0: ``batch_size``).
         augment: apply :class:`diffface.data.augment.Augmenter` to training crops.
         augment_options: :class:`diffface.data.augment.AugmentConfig` settings.
         val_every, checkpoint_every, log_every: steps between validations, checkpoints and loss logs.
@@ -45,6 +51,10 @@ class TrainConfig:
         tensorboard: write ``RUN/tensorboard``; overlay_samples: rendered predictions per validation.
         seed: initial weights, data order and augmentation.
         num_workers: DataLoader worker processes.
+        cpu_threads: torch intra-op threads of each training process on the CPU (restored afterwards);
+            0: the cores left to it, ``os.cpu_count() // LOCAL_WORLD_SIZE − num_workers`` (at least 1), so
+            that ranks, their DataLoader workers and OpenMP threads do not oversubscribe the cores (on 2
+            cores, 2 threads beside one worker ran a step about 3× slower than 1 thread).
         device: ``cpu``, ``cuda`` (rank r of a ``torchrun`` job uses ``cuda:LOCAL_RANK``) or ``cuda:N``.
     """
 
@@ -64,6 +74,8 @@ class TrainConfig:
     weight_mse: float = 0.0
     loss_vertices: int = 0
     photometric_weight: float = 0.0
+    unlabeled: str = ""
+    unlabeled_batch_size: int = 0
     augment: bool = True
     augment_options: dict = field(default_factory=dict)
     val_every: int = 1000
@@ -74,6 +86,7 @@ class TrainConfig:
     overlay_samples: int = 4
     seed: int = 0
     num_workers: int = 2
+    cpu_threads: int = 0
     device: str = "cpu"
 
     def __post_init__(self):
@@ -82,7 +95,8 @@ class TrainConfig:
         if self.norm not in ("l1", "l2"):
             raise ValueError(f"norm must be l1 or l2, got {self.norm!r}")
         for name, low in (("steps", 1), ("batch_size", 1), ("width", 1), ("val_every", 1), ("checkpoint_every", 1),
-                          ("log_every", 1), ("num_workers", 0), ("loss_vertices", 0), ("overlay_samples", 0)):
+                          ("log_every", 1), ("num_workers", 0), ("cpu_threads", 0), ("loss_vertices", 0), ("overlay_samples", 0),
+                          ("unlabeled_batch_size", 0)):
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be at least {low}, got {getattr(self, name)}")
         for name in ("lr", "lr_final", "weight_decay", "weight_3d", "weight_2d", "weight_mse", "photometric_weight"):
@@ -90,6 +104,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if not 0 <= self.lr_drop_at <= 1:
             raise ValueError(f"lr_drop_at must be in [0, 1], got {self.lr_drop_at}")
+        if self.unlabeled and self.photometric_weight <= 0:
+            raise ValueError(f"unlabeled photos ({self.unlabeled!r}) train only through the photometric loss; "
+                             f"set photometric_weight > 0 (e.g. --set photometric_weight=0.1)")
 
     @property
     def lr_drop_step(self) -> int:
@@ -108,15 +125,22 @@ class TrainConfig:
     def updated(self, changes: dict, source: str = "config") -> "TrainConfig":
         """A copy with ``changes`` applied; unknown keys and wrongly typed values raise ``ValueError``
         naming ``source`` and the key."""
-        if not isinstance(changes, dict):
-            raise ValueError(f"{source}: expected a mapping of settings, got {changes!r}")
+        return self.layered([(changes, source)])
+
+    def layered(self, layers: Sequence[tuple[dict, str]]) -> "TrainConfig":
+        """A copy with each ``(changes, source)`` applied in turn (later layers win), checked as a whole at the
+        end: a setting that needs another (``unlabeled`` needs ``photometric_weight``) may get it from any layer.
+        Unknown keys and wrongly typed values raise ``ValueError`` naming the layer's source and the key."""
         current = self.to_dict()
         known = [f.name for f in fields(self)]
         typed = {}
-        for key, value in changes.items():
-            if key not in known:
-                raise ValueError(f"{source}: unknown setting {key!r}; TrainConfig has {', '.join(known)}")
-            typed[key] = _typed(value, current[key], f"{source}: {key}")
+        for changes, source in layers:
+            if not isinstance(changes, dict):
+                raise ValueError(f"{source}: expected a mapping of settings, got {changes!r}")
+            for key, value in changes.items():
+                if key not in known:
+                    raise ValueError(f"{source}: unknown setting {key!r}; TrainConfig has {', '.join(known)}")
+                typed[key] = _typed(value, current[key], f"{source}: {key}")
         return replace(self, **typed)
 
     @classmethod
@@ -125,13 +149,20 @@ class TrainConfig:
 
     def with_overrides(self, overrides: Sequence[str]) -> "TrainConfig":
         """Apply ``key=value`` strings (values parsed as YAML: ``loss=mse``, ``augment_options={flip: false}``)."""
-        changes = {}
-        for item in overrides:
-            key, sep, text = item.partition("=")
-            if not sep or not key.strip():
-                raise ValueError(f"--set {item!r}: expected key=value (e.g. loss=mse)")
-            changes[key.strip()] = yaml.safe_load(text) if text.strip() else ""
-        return self.updated(changes, "--set")
+        return self.updated(parse_overrides(overrides), "--set")
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict:
+    """``key=value`` strings as one mapping, each value parsed as YAML (an empty value is ``""``; a dotted
+    key sets one entry of a mapping setting: ``augment_options.blur_probability=0``)."""
+    changes: dict = {}
+    for nested in config_io.parse_overrides(overrides, "loss=mse"):
+        key, value = next(iter(nested.items()))
+        if isinstance(value, dict) and isinstance(changes.get(key), dict):
+            changes[key] = {**changes[key], **value}
+        else:
+            changes[key] = value
+    return changes
 
 
 def _typed(value, current, what: str):

@@ -19,6 +19,7 @@ from diffface.checks import check_shape
 from diffface.lighting import SH_ATTENUATION, sh_basis, sh_shading
 from diffface.morphable_model import MorphableModel
 
+from .distributed import rank_mean_denominator
 from .losses import vertex_subset
 
 
@@ -82,4 +83,5 @@ class PhotometricLoss(nn.Module):
             lighting = fit_sh_lighting(albedo, sh_basis(normals), sampled, weights)
         rendered = sh_shading(albedo, normals, lighting)
         residual = (rendered - sampled).abs().sum(-1) * weights
-        return residual.sum() / (3 * weights.sum()).clamp_min(1.0)
+        # the mean over the compared vertices of the global batch, also under torchrun (see the helper)
+        return residual.sum() / rank_mean_denominator(3 * weights.sum()).clamp_min(1.0)

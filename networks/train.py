@@ -13,11 +13,20 @@ step sees depends only on the step (:mod:`~diffface.networks.data`) and every st
 Under ``torchrun`` each of W ranks trains on 1/W of every global batch; BatchNorm statistics and
 gradients are pooled over ranks, so the result equals one process with the same global batch (up to
 rounding).
+
+With ``TrainConfig.unlabeled`` every step also draws a batch of unlabelled photos
+(:mod:`~diffface.networks.unlabeled`) in its own step-indexed order, runs the network on it and adds
+``photometric_weight`` times its photometric loss (the term ``photometric_unlabeled``); the labelled
+batch's terms are unchanged. Its order and augmentation depend only on the step and seed, so resume stays
+exact, and ranks shard it like the labelled batch. (A photometric term divides by the compared
+vertices of the global batch, so W ranks match one process to rounding with it too.)
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import time
 from pathlib import Path
 
@@ -25,6 +34,7 @@ import torch
 
 from diffface.data.format import FaceDataset, read_info
 from diffface.morphable_model import MorphableModel, load_morphable_model
+from diffface.threads import torch_threads
 
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -123,6 +133,11 @@ class _Run:
 
             self.photometric = PhotometricLoss(self.model, num_vertices=config.loss_vertices or 2000,
                                                seed=config.seed).to(self.device)
+        self.unlabeled_set = None
+        if config.unlabeled:
+            from .unlabeled import UnlabeledPhotos
+
+            self.unlabeled_set = UnlabeledPhotos(config.unlabeled, info.crop_size)
         self.step = 0
         self.resume()
 
@@ -194,6 +209,30 @@ class _Run:
                                    self.rank, self.world)
         return torch.utils.data.DataLoader(items, batch_sampler=sampler, num_workers=config.num_workers)
 
+    def unlabeled_loader(self):
+        """This rank's shard of each step's unlabelled batch, step-indexed like :meth:`loader` (own seed)."""
+        from .unlabeled import unlabeled_seed
+
+        config = self.config
+        seed = unlabeled_seed(config.seed)
+        items = AugmentedItems(self.unlabeled_set, self.augmenter, seed)
+        sampler = StepBatchSampler(len(self.unlabeled_set), config.unlabeled_batch_size or config.batch_size, seed,
+                                   self.step, config.steps, self.rank, self.world)
+        return torch.utils.data.DataLoader(items, batch_sampler=sampler, num_workers=config.num_workers)
+
+    def batches(self):
+        """``(labelled batch, unlabelled batch or None)`` per step."""
+        unlabeled = self.unlabeled_loader() if self.unlabeled_set is not None else itertools.repeat(None)
+        return zip(self.loader(), unlabeled)
+
+    def add_unlabeled_term(self, terms: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
+        """``terms`` with ``photometric_unlabeled``, the photometric loss of the prediction on this rank's
+        unlabelled shard, added (and weighted into ``total``)."""
+        images = batch["image"].to(self.device, non_blocking=True)
+        params = self.regressor.normalizer.denormalize(self.trained(images))
+        term = self.photometric(params, images)
+        return {**terms, "photometric_unlabeled": term, "total": terms["total"] + self.config.photometric_weight * term}
+
     def val_loader(self):
         return torch.utils.data.DataLoader(self.val_set, batch_size=self.config.batch_size,
                                            num_workers=self.config.num_workers)
@@ -212,8 +251,10 @@ class _Run:
         start_step, start_time = self.step, time.perf_counter()
         last_terms, last_val = {}, None
         self.trained.train()
-        for batch in self.loader():
+        for batch, unlabeled in self.batches():
             terms = self.losses(batch)
+            if unlabeled is not None:
+                terms = self.add_unlabeled_term(terms, unlabeled)
             self.optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             self.optimizer.step()
@@ -309,7 +350,17 @@ def train(dataset: str | Path, out: str | Path, config: TrainConfig = TrainConfi
         raise FileNotFoundError(f"{dataset}: no such dataset folder")
     run = _Run(dataset, out, config)
     try:
-        run.setup()
-        return run.run(stop_at_step)
+        with torch_threads(cpu_threads(config) if run.device.type == "cpu" else None):
+            run.setup()
+            return run.run(stop_at_step)
     finally:
         run.close()
+
+
+def cpu_threads(config: TrainConfig) -> int:
+    """Intra-op threads of one training process on the CPU (``TrainConfig.cpu_threads``; 0: the cores left
+    to this rank beside its DataLoader workers, at least 1)."""
+    if config.cpu_threads > 0:
+        return config.cpu_threads
+    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return max(1, (os.cpu_count() or 1) // max(1, ranks_here) - config.num_workers)

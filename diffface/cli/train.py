@@ -29,20 +29,26 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=int, help="DataLoader workers (default: 2)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu; ranks use cuda:LOCAL_RANK)")
     p.add_argument("--seed", type=int, help="weights, data order and augmentation seed (default: 0)")
+    p.add_argument("--unlabeled", metavar="PHOTOS",
+                   help="also train on unlabelled face photos through the photometric loss: a folder or a list "
+                        "file of images (needs --set photometric_weight=W > 0)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=run)
 
 
 def resolve_config(args):
-    """Defaults, then ``--config``, then the options given, then ``--set``."""
-    from diffface.networks.config import TrainConfig
+    """Defaults, then ``--config``, then the options given, then ``--set``, checked together (so
+    ``--unlabeled`` may come with ``--set photometric_weight=...``)."""
+    from diffface.config_io import read_yaml_mapping
+    from diffface.networks.config import TrainConfig, parse_overrides
 
-    config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
     given = {"steps": args.steps, "batch_size": args.batch_size, "loss": args.loss, "lr": args.lr,
              "width": args.width, "model": args.model, "num_workers": args.workers, "device": args.device,
-             "seed": args.seed}
-    config = config.updated({k: v for k, v in given.items() if v is not None}, "options")
-    return config.with_overrides(args.overrides)
+             "seed": args.seed, "unlabeled": args.unlabeled}
+    layers = [(read_yaml_mapping(args.config), str(args.config))] if args.config else []
+    layers += [({k: v for k, v in given.items() if v is not None}, "options"),
+               (parse_overrides(args.overrides), "--set")]
+    return TrainConfig().layered(layers)
 
 
 def run(args) -> int:

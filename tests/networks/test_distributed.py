@@ -1,15 +1,26 @@
-"""PooledBatchNorm2d equals nn.BatchNorm2d on one rank (output, gradients, running statistics, state dict)."""
+"""PooledBatchNorm2d (its one-rank fused path and its pooled-sums path) equals nn.BatchNorm2d (output, gradients,
+running statistics, state dict)."""
 
 import torch
 from torch import nn
 
 from diffface.networks import create_model
-from diffface.networks.distributed import PooledBatchNorm2d, convert_batchnorm
+import pytest
+
+from diffface.networks.distributed import PooledBatchNorm2d, convert_batchnorm, pooled_batch_norm
 
 
-def test_pooled_batchnorm_matches_torch_in_float64():
+class _PooledSums(PooledBatchNorm2d):
+    """The several-ranks path (sums pooled over ranks), run on one rank: the all-reduce is the identity."""
+
+    def forward(self, x):
+        return pooled_batch_norm(x, self) if self.training else super().forward(x)
+
+
+@pytest.mark.parametrize("module", [PooledBatchNorm2d, _PooledSums])
+def test_pooled_batchnorm_matches_torch_in_float64(module):
     torch.manual_seed(0)
-    reference, pooled = nn.BatchNorm2d(4).double(), PooledBatchNorm2d(4).double()
+    reference, pooled = nn.BatchNorm2d(4).double(), module(4).double()
     with torch.no_grad():
         reference.weight.uniform_()
         reference.bias.uniform_()
@@ -24,6 +35,7 @@ def test_pooled_batchnorm_matches_torch_in_float64():
         torch.testing.assert_close(gb, ga)
     torch.testing.assert_close(pooled.running_mean, reference.running_mean)
     torch.testing.assert_close(pooled.running_var, reference.running_var)
+    assert int(pooled.num_batches_tracked) == int(reference.num_batches_tracked) == 1
     reference.eval(), pooled.eval()
     torch.testing.assert_close(pooled(x), reference(x))
     assert torch.autograd.gradcheck(lambda t: pooled.train()(t), [x[:2, :, :3, :3].detach().requires_grad_(True)])
