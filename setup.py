@@ -37,6 +37,7 @@ setup(
         "torch>=2.1",
         "numpy>=1.23",
         "scipy>=1.9",
+        "numba>=0.60",
         "kornia>=0.7",
         "tensorboard>=2.12",
         "tqdm>=4.60",

@@ -1,12 +1,12 @@
 """Rigid / similarity ICP of a reconstruction onto a ground-truth scan surface, and landmark-only alignment.
 
-Each ICP iteration projects the moved reconstruction vertices onto the scan *surface* (the closest
-point on its triangles, :class:`~diffface.evaluation.closest_point.TriangleMeshIndex`; among the
-triangles with the 8 nearest centroids during the iterations, certified exact for the result) and
-Procrustes-aligns the original reconstruction to those projections (:func:`diffface.alignment.procrustes`),
-until the vertices move less than ``tolerance`` × the scan's RMS radius. It runs coarse to fine: first
-on a fixed random subset of ``coarse_points`` vertices, then on ``fine_points`` of them (all of them
-when the reconstruction has fewer); the returned alignment then projects every vertex exactly.
+Each ICP iteration projects the moved reconstruction vertices onto the scan *surface* (the exact
+closest point on its triangles, :class:`~diffface.evaluation.closest_point.TriangleMeshIndex`) and
+Procrustes-aligns the original reconstruction to those projections (Umeyama, as
+:func:`diffface.alignment.procrustes`, in numpy), until the vertices move less than ``tolerance`` ×
+the scan's RMS radius. It runs coarse to fine: first on a fixed random subset of ``coarse_points``
+vertices, then on ``fine_points`` of them (all of them when the reconstruction has fewer); the
+returned alignment then projects every vertex.
 
 Initialisation: Procrustes on landmark correspondences when given; else the centroids and principal
 axes of both point sets (the four proper sign choices of the axes, plus the identity rotation for
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from ..alignment import Similarity, procrustes
+from ..alignment import Similarity
 from .closest_point import TriangleMeshIndex, check_mesh, check_points
 
 __all__ = ["AlignmentResult", "icp", "landmark_alignment", "similarity_to_numpy"]
@@ -72,19 +72,37 @@ def similarity_to_numpy(similarity: Similarity) -> tuple[np.ndarray, np.ndarray,
             similarity.translation[0].detach().cpu().double().numpy(), float(similarity.scale[0]))
 
 
-def _apply(similarity: Similarity, points: np.ndarray) -> np.ndarray:
-    rotation, translation, scale = similarity_to_numpy(similarity)
+# A similarity inside this module: (rotation (3, 3), translation (3,), scale), float64 numpy; it becomes a
+# torch Similarity only in what is returned.
+Transform = tuple[np.ndarray, np.ndarray, float]
+
+
+def _apply(transform: Transform, points: np.ndarray) -> np.ndarray:
+    rotation, translation, scale = transform
     return scale * points @ rotation.T + translation
 
 
 def _procrustes_np(source: np.ndarray, target: np.ndarray, weights: np.ndarray | None,
-                   with_scale: bool) -> Similarity:
-    s, t = torch.from_numpy(source)[None], torch.from_numpy(target)[None]
-    w = None if weights is None else torch.from_numpy(weights.astype(np.float64))[None]
-    return procrustes(s, t, w, with_scale=with_scale)
+                   with_scale: bool) -> Transform:
+    """:func:`diffface.alignment.procrustes` (Umeyama) for one float64 point set, in numpy: ICP solves one
+    3 × 3 problem per iteration, where torch's per-call overhead and thread pool cost more than the maths.
+
+    Shape:
+        source, target: (N, 3); weights: (N,) -> (rotation (3, 3), translation (3,), scale).
+    """
+    w = np.ones(len(source)) if weights is None else np.asarray(weights, np.float64)
+    w = w / max(float(w.sum()), 1e-12)
+    mu_s, mu_t = w @ source, w @ target
+    s, t = source - mu_s, target - mu_t
+    u, sigma, vh = np.linalg.svd((w[:, None] * t).T @ s)
+    fix = np.array([1.0, 1.0, np.sign(np.linalg.det(u @ vh)) or 1.0])  # no reflection
+    rotation = (u * fix) @ vh
+    scale = float((sigma * fix).sum() / max(float(w @ (s ** 2).sum(1)), 1e-24)) if with_scale else 1.0
+    return rotation, mu_t - scale * rotation @ mu_s, scale
 
 
-def _make_similarity(rotation: np.ndarray, translation: np.ndarray, scale: float) -> Similarity:
+def _make_similarity(transform: Transform) -> Similarity:
+    rotation, translation, scale = transform
     return Similarity(rotation=torch.from_numpy(np.asarray(rotation, np.float64))[None],
                       translation=torch.from_numpy(np.asarray(translation, np.float64))[None],
                       scale=torch.tensor([float(scale)], dtype=torch.float64))
@@ -110,7 +128,7 @@ def _landmark_pairs(source_landmarks, target_landmarks) -> tuple[np.ndarray, np.
     return src[keep], dst[keep]
 
 
-def _pca_candidates(source: np.ndarray, target: np.ndarray, with_scale: bool) -> list[Similarity]:
+def _pca_candidates(source: np.ndarray, target: np.ndarray, with_scale: bool) -> list[Transform]:
     """Centroid + principal-axes initialisations: 4 proper sign choices, plus identity rotation."""
     mu_s, mu_t = source.mean(0), target.mean(0)
     cs, ct = source - mu_s, target - mu_t
@@ -124,17 +142,17 @@ def _pca_candidates(source: np.ndarray, target: np.ndarray, with_scale: bool) ->
         if np.linalg.det(rotation) < 0:
             rotation = axes_t @ np.diag([signs[0], signs[1], -1.0]) @ axes_s.T
         rotations.append(rotation)
-    return [_make_similarity(r, mu_t - scale * r @ mu_s, scale) for r in rotations]
+    return [(r, mu_t - scale * r @ mu_s, scale) for r in rotations]
 
 
-def _to_vector(similarity: Similarity, size: float) -> np.ndarray:
+def _to_vector(transform: Transform, size: float) -> np.ndarray:
     """(rotation vector, translation / size, log scale): comparable units for Anderson mixing."""
-    rotation, translation, scale = similarity_to_numpy(similarity)
+    rotation, translation, scale = transform
     return np.concatenate([Rotation.from_matrix(rotation).as_rotvec(), translation / size, [np.log(scale)]])
 
 
-def _from_vector(x: np.ndarray, size: float) -> Similarity:
-    return _make_similarity(Rotation.from_rotvec(x[:3]).as_matrix(), x[3:6] * size, float(np.exp(x[6])))
+def _from_vector(x: np.ndarray, size: float) -> Transform:
+    return Rotation.from_rotvec(x[:3]).as_matrix(), x[3:6] * size, float(np.exp(x[6]))
 
 
 def _inliers(distances: np.ndarray, trim_fraction: float, max_distance: float | None) -> np.ndarray:
@@ -147,10 +165,10 @@ def _inliers(distances: np.ndarray, trim_fraction: float, max_distance: float | 
     return inliers
 
 
-def _iterate(source: np.ndarray, index: TriangleMeshIndex, similarity: Similarity, with_scale: bool,
+def _iterate(source: np.ndarray, index: TriangleMeshIndex, transform: Transform, with_scale: bool,
              max_iterations: int, tolerance: float, trim_fraction: float, max_distance: float | None,
-             memory: int = 5, vertices_only: bool = False, certify: bool = True):
-    """ICP iterations from ``similarity``; returns (similarity, aligned, found, inliers, iterations, converged).
+             memory: int = 5, vertices_only: bool = False):
+    """ICP iterations from ``transform``; returns (transform, aligned, found, inliers, iterations, converged).
 
     Plain point-to-surface ICP converges linearly and slowly where the surface is flat (the points
     slide along it), so the transform parameters are Anderson-accelerated (AA-ICP, Pavlov et al. 2018):
@@ -158,15 +176,14 @@ def _iterate(source: np.ndarray, index: TriangleMeshIndex, similarity: Similarit
     plain step is taken and the history cleared. Convergence is judged on the plain step.
     """
     size = index.size
-    x = _to_vector(similarity, size)
+    x = _to_vector(transform, size)
     history_g, history_f = [], []
     plain, previous_energy = None, np.inf
     iterations, converged = 0, False
     while True:
-        similarity = _from_vector(x, size)
-        aligned = _apply(similarity, source)
-        # intermediate correspondences need not be certified exact; the final ones are (see icp)
-        found = index.nearest_vertices(aligned) if vertices_only else index.query(aligned, exact=False)
+        transform = _from_vector(x, size)
+        aligned = _apply(transform, source)
+        found = index.nearest_vertices(aligned) if vertices_only else index.query(aligned)
         inliers = _inliers(found.distances, trim_fraction, max_distance)
         if inliers.sum() < 3:
             raise ValueError(
@@ -180,19 +197,16 @@ def _iterate(source: np.ndarray, index: TriangleMeshIndex, similarity: Similarit
             continue
         previous_energy = energy
         if converged or iterations >= max_iterations:
-            if certify and not vertices_only:  # the result's correspondences are certified exact
-                found = index.query(aligned)
-                inliers = _inliers(found.distances, trim_fraction, max_distance)
-            return similarity, aligned, found, inliers, iterations, converged
+            return transform, aligned, found, inliers, iterations, converged
         weights = None if inliers.all() else inliers.astype(np.float64)
-        step_similarity = _procrustes_np(source, found.points, weights, with_scale)
-        scale = float(step_similarity.scale[0])
+        step = _procrustes_np(source, found.points, weights, with_scale)
+        scale = step[2]
         if not (np.isfinite(scale) and scale > 1e-9):
             raise ValueError("ICP collapsed the reconstruction (scale went to 0): the meshes do not overlap")
         iterations += 1
-        moved = _apply(step_similarity, source)
+        moved = _apply(step, source)
         converged = np.sqrt(((moved - aligned) ** 2).sum(1).max()) <= tolerance * size
-        g = _to_vector(step_similarity, size)
+        g = _to_vector(step, size)
         history_g.append(g)
         history_f.append(g - x)
         del history_g[:-memory - 1], history_f[:-memory - 1]
@@ -258,7 +272,7 @@ def icp(source_vertices: np.ndarray, target_vertices: np.ndarray, target_faces: 
         fine = source[rng.choice(len(source), fine_points, replace=False)]
     args = (with_scale, max_iterations, tolerance * 10, trim_fraction, max_distance)
     if isinstance(init, Similarity):
-        start = init
+        start = similarity_to_numpy(init)
     elif init is not None:
         start = _procrustes_np(*_landmark_pairs(*init), None, with_scale)
     else:
@@ -274,14 +288,13 @@ def icp(source_vertices: np.ndarray, target_vertices: np.ndarray, target_faces: 
     iterations = 0
     if subset is not source:
         start, _, _, _, iterations, _ = _iterate(subset, index, start, *args)
-    similarity, aligned, found, inliers, more, converged = _iterate(
-        fine, index, start, with_scale, max_iterations, tolerance, trim_fraction, max_distance,
-        certify=fine is source)
-    if fine is not source:  # every vertex's exact correspondence under the final alignment
-        aligned = _apply(similarity, source)
+    transform, aligned, found, inliers, more, converged = _iterate(
+        fine, index, start, with_scale, max_iterations, tolerance, trim_fraction, max_distance)
+    if fine is not source:  # every vertex's correspondence under the final alignment
+        aligned = _apply(transform, source)
         found = index.query(aligned)
         inliers = _inliers(found.distances, trim_fraction, max_distance)
-    return AlignmentResult(similarity=similarity, aligned=aligned, projections=found.points,
+    return AlignmentResult(similarity=_make_similarity(transform), aligned=aligned, projections=found.points,
                            distances=found.distances, triangle_ids=found.triangle_ids, inliers=inliers,
                            iterations=iterations + more, converged=converged)
 
@@ -307,9 +320,9 @@ def landmark_alignment(source_vertices: np.ndarray, source_landmarks: np.ndarray
     source = _check_source(source_vertices, "reconstruction vertices")
     if index is None:
         index = TriangleMeshIndex(*check_mesh(target_vertices, target_faces, "scan"))
-    similarity = _procrustes_np(*_landmark_pairs(source_landmarks, target_landmarks), None, with_scale)
-    aligned = _apply(similarity, source)
+    transform = _procrustes_np(*_landmark_pairs(source_landmarks, target_landmarks), None, with_scale)
+    aligned = _apply(transform, source)
     found = index.query(aligned)
-    return AlignmentResult(similarity=similarity, aligned=aligned, projections=found.points,
+    return AlignmentResult(similarity=_make_similarity(transform), aligned=aligned, projections=found.points,
                            distances=found.distances, triangle_ids=found.triangle_ids,
                            inliers=np.ones(len(source), bool), iterations=0, converged=True)
