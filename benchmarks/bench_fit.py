@@ -13,8 +13,8 @@ so both do the same steps), and is timed in the same run
     .venv/bin/python benchmarks/bench_fit.py --json     # one JSON object
     .venv/bin/python benchmarks/bench_fit.py --quick    # under a minute: batch 1 and 32, one repeat
 
-Stage 1's default runs on one CPU thread (``LandmarkFitConfig.cpu_threads``); the ``all thr.`` column
-times the same fit on torch's thread setting. Stage 2 (texture, default ``TextureFitConfig``) is timed
+Stage 1's default runs batches of up to 64 faces on one CPU thread (``LandmarkFitConfig.cpu_threads``);
+the ``all thr.`` column times the same fit on torch's thread setting. Stage 2 (texture, default ``TextureFitConfig``) is timed
 once per model at batch 32 (``--quick``: 8) on random 224 px images: ``texture_images_per_s_bfm_size``
 and ``texture_images_per_s_builtin``; ``texture_images_per_s_bfm_size_full_mesh`` is the same BFM-sized
 fit computed on the whole mesh (``active_vertices=False``, the energy is the same), the reference.
@@ -237,7 +237,7 @@ def images_per_s(fits: dict, observed: torch.Tensor, model: MorphableModel, repe
 
 
 def all_threads(model, observed, image_size, config):
-    """``fit_landmarks`` on torch's thread setting instead of the default one thread."""
+    """``fit_landmarks`` on torch's thread setting whatever the batch."""
     return fit_landmarks(model, observed, image_size, replace(config, cpu_threads=0))
 
 
@@ -250,7 +250,7 @@ def run(quick: bool) -> dict:
         observed_all = observations(model, max(batches))
         fit_landmarks(model, observed_all[:2], (224, 224))  # first-call costs out of the timings
         for batch in batches:
-            # the default runs stage 1 on one thread (LandmarkFitConfig.cpu_threads); also timed on torch's
+            # the default runs small batches on one thread (LandmarkFitConfig.cpu_threads); also timed on torch's
             fits = {"current": fit_landmarks, "current_all_threads": all_threads}
             # the reference takes minutes at batch 256 on a CPU; --quick times it at batch 32 only
             if batch <= 32 and not (quick and batch == 1):

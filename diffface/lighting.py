@@ -43,12 +43,14 @@ def sh_basis(normals: torch.Tensor) -> torch.Tensor:
         tensor([0.2821, 0.0000, 0.4886])
     """
     check_shape(normals, ["*", 3], "normals")
+    return torch.stack(_basis_terms(normals), -1)
+
+
+def _basis_terms(normals: torch.Tensor) -> list[torch.Tensor]:
+    """The 9 basis functions, each of shape ``normals.shape[:-1]``."""
     x, y, z = normals.unbind(-1)
-    return torch.stack([
-        torch.full_like(x, _C0),
-        _C1 * y, _C1 * z, _C1 * x,
-        _C2 * x * y, _C2 * y * z, _C3 * (3.0 * z * z - 1.0), _C2 * x * z, _C4 * (x * x - y * y),
-    ], -1)
+    return [torch.full_like(x, _C0), _C1 * y, _C1 * z, _C1 * x,
+            _C2 * x * y, _C2 * y * z, _C3 * (3.0 * z * z - 1.0), _C2 * x * z, _C4 * (x * x - y * y)]
 
 
 def _coefficients(coefficients: torch.Tensor) -> torch.Tensor:
@@ -60,23 +62,12 @@ def _coefficients(coefficients: torch.Tensor) -> torch.Tensor:
     return coefficients
 
 
-# E(n) = ñᵀ·M·ñ with ñ = (x, y, z, 1) and M symmetric 4×4 (Ramamoorthi & Hanrahan, eq. 12): entry
-# (i, j) of M, flattened to 4·i + j, is Σ_k _QUADRATIC_FORM[4·i + j, k]·Â_k·L_k
-_QUADRATIC_FORM = [[0.0] * SH_BANDS for _ in range(16)]
-for (_i, _j), _k, _value in (((0, 0), 8, _C4), ((1, 1), 8, -_C4), ((2, 2), 6, 3 * _C3), ((3, 3), 0, _C0),
-                             ((3, 3), 6, -_C3), ((0, 1), 4, _C2 / 2), ((1, 2), 5, _C2 / 2), ((0, 2), 7, _C2 / 2),
-                             ((0, 3), 3, _C1 / 2), ((1, 3), 1, _C1 / 2), ((2, 3), 2, _C1 / 2)):
-    _QUADRATIC_FORM[4 * _i + _j][_k] += _value
-    if _i != _j:
-        _QUADRATIC_FORM[4 * _j + _i][_k] += _value
-
-
 def sh_irradiance(normals: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
     """Irradiance ``E(n) = Σ_k Â_k L_k Y_k(n)`` per colour channel.
 
-    Evaluated as the equivalent quadratic form ``ñᵀ M ñ`` in ``ñ = (n, 1)`` (Ramamoorthi & Hanrahan,
-    eq. 12): one small matrix product per vertex instead of nine basis functions, forward and backward
-    (:func:`sh_basis` stays the reference the tests compare with).
+    The basis is built coefficient-major, ``(B, 9, N)``, and multiplied as ``Lᵀ·Y``, so that the matrix
+    product's long axis is the vertices (about twice as fast forward and backward on the CPU as ``Y·L``
+    with an inner dimension of 9; :func:`sh_basis` stays the reference the tests compare with).
 
     Args:
         normals: unit normals.
@@ -89,11 +80,8 @@ def sh_irradiance(normals: torch.Tensor, coefficients: torch.Tensor) -> torch.Te
     check_shape(normals, ["B", "N", 3], "normals")
     coeffs = _coefficients(coefficients).to(normals.dtype)
     attenuation = torch.tensor(SH_ATTENUATION, dtype=normals.dtype, device=normals.device)
-    form = torch.tensor(_QUADRATIC_FORM, dtype=normals.dtype, device=normals.device)
-    matrices = (form @ (coeffs * attenuation[:, None])).view(-1, 4, 4 * coeffs.shape[-1])  # (B, 4, 4·C)
-    homogeneous = torch.cat([normals, torch.ones_like(normals[..., :1])], -1)  # (B, N, 4)
-    product = (homogeneous @ matrices).view(*normals.shape[:2], 4, -1)  # (B, N, 4, C): (ñᵀM)_j per channel
-    return (product * homogeneous[..., None]).sum(2)
+    basis = torch.stack(_basis_terms(normals), 1)  # (B, 9, N)
+    return ((coeffs * attenuation[:, None]).transpose(1, 2) @ basis).transpose(1, 2)
 
 
 def sh_shading(albedo: torch.Tensor, normals: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:

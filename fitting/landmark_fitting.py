@@ -44,10 +44,12 @@ class LandmarkFitConfig:
         initial_damping: starting LM damping (relative to the diagonal of JᵀJ).
         focal_px: focal length used when no initial parameters are given (pixels).
         march_contour: move contour landmarks to the silhouette.
-        cpu_threads: torch intra-op threads while fitting on the CPU (restored afterwards; 0: leave
-            torch's setting). Stage 1's tensors are small (68 landmarks a face), so thread start-up
-            costs more than the work: one thread is faster than two at batch 32 and 256, and much
-            faster when other processes share the cores (see ``benchmarks/bench_fit.py``).
+        cpu_threads: torch intra-op threads while fitting on the CPU (restored afterwards): ``n > 0``
+            threads; 0: torch's setting; -1 (default): one thread for batches of up to
+            ``SMALL_BATCH`` faces, torch's setting above. Stage 1's tensors are small (68 landmarks a
+            face): on 2 idle cores one thread fits 512 faces/s at batch 32 against 474 with two, but
+            594 against 729 at batch 256; when other processes load the cores, two OpenMP threads
+            collapse (8.5 faces/s at batch 32 against 527 with one; ``benchmarks/bench_fit.py``).
     """
 
     r_id: float = 0.001
@@ -58,7 +60,7 @@ class LandmarkFitConfig:
     initial_damping: float = 1e-3
     focal_px: float = 1000.0
     march_contour: bool = True
-    cpu_threads: int = 1
+    cpu_threads: int = -1
 
 
 @dataclass
@@ -109,6 +111,8 @@ def initial_parameters(model: MorphableModel, landmarks_2d: torch.Tensor, image_
 
 
 MAX_DAMPING_TRIES = 4
+#: largest batch stage 1 fits on one CPU thread by default (LandmarkFitConfig.cpu_threads)
+SMALL_BATCH = 64
 
 
 @dataclass
@@ -228,7 +232,10 @@ def fit_landmarks(model: MorphableModel, landmarks_2d: torch.Tensor, image_size:
         landmarks_2d: (B, 68, 2).
     """
     check_shape(landmarks_2d, ["B", 68, 2], "landmarks_2d")
-    with torch_threads(config.cpu_threads if landmarks_2d.device.type == "cpu" else None):
+    threads = config.cpu_threads
+    if threads < 0:
+        threads = 1 if landmarks_2d.shape[0] <= SMALL_BATCH else 0
+    with torch_threads(threads if landmarks_2d.device.type == "cpu" else None):
         return _fit_landmarks(model, landmarks_2d, image_size, config, init, progress)
 
 

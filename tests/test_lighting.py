@@ -106,7 +106,7 @@ def test_module_and_bad_input(device, dtype):
         SHLighting()(albedo, normals)
 
 
-def test_irradiance_quadratic_form_equals_the_basis_expansion_with_gradients():
+def test_irradiance_equals_the_basis_expansion_with_gradients():
     g = torch.Generator().manual_seed(3)
     normals = torch.nn.functional.normalize(torch.randn(2, 40, 3, generator=g, dtype=torch.float64), dim=-1)
     coeffs = torch.randn(2, 27, generator=g, dtype=torch.float64)
