@@ -47,9 +47,10 @@ class LandmarkFitConfig:
         cpu_threads: torch intra-op threads while fitting on the CPU (restored afterwards): ``n > 0``
             threads; 0: torch's setting; -1 (default): one thread for batches of up to
             ``SMALL_BATCH`` faces, torch's setting above. Stage 1's tensors are small (68 landmarks a
-            face): on 2 idle cores one thread fits 512 faces/s at batch 32 against 474 with two, but
-            594 against 729 at batch 256; when other processes load the cores, two OpenMP threads
-            collapse (8.5 faces/s at batch 32 against 527 with one; ``benchmarks/bench_fit.py``).
+            face): on 2 idle cores one thread and two are within 25 % of each other at batch 32 (512
+            against 474 faces/s on one VM, 652 against 810 on another), two win at batch 256 (729
+            against 594); but when other processes load the cores, two OpenMP threads collapse (8.5
+            faces/s at batch 32 against 527 with one; ``benchmarks/bench_fit.py``).
     """
 
     r_id: float = 0.001

@@ -179,9 +179,33 @@ def make_deployable(regressor: FaceRegressor, with_mesh: bool = False,
     return Deployable(module, regressor.input_size, ("params", "vertices"), regressor.layout.names())
 
 
+@torch.no_grad()
+def calibrate_batchnorm(network: nn.Module, images: torch.Tensor) -> nn.Module:
+    """Set every BatchNorm's running statistics to those of ``images`` and put ``network`` in eval mode.
+
+    With PyTorch's default initialisation and the running statistics at (0, 1), each layer of a deep
+    untrained network shrinks its input, and MobileFace's output no longer depends on the image (its
+    spread across inputs is about 1e-9 of its size): a parity check on it would only test the last
+    layer. Calibrated, every normalised activation has unit variance on ``images``, as after training.
+
+    Shape:
+        images: (N, 3, S, S).
+    """
+    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: one batch sets the statistics exactly
+    network.train()(images)
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    return network.eval()
+
+
 def fresh_regressor(width: int = 10, seed: int = 0, model_spec: str = "builtin") -> FaceRegressor:
-    """A freshly initialised MobileFace regressor (identity normalisation) for the morphable model ``model_spec``:
-    what ``diffface bench network`` times without a checkpoint (latency does not depend on the weights)."""
+    """A freshly initialised MobileFace regressor (identity normalisation, BatchNorm calibrated on random crops
+    so that its outputs depend on the input) for the morphable model ``model_spec``: what ``diffface bench
+    network`` times and checks for parity without a checkpoint (latency does not depend on the weights)."""
     from diffface.morphable_model import load_morphable_model
 
     from ..predictor import ModelIdentity
@@ -189,7 +213,8 @@ def fresh_regressor(width: int = 10, seed: int = 0, model_spec: str = "builtin")
 
     model = load_morphable_model(model_spec)
     torch.manual_seed(seed)
-    network = create_model("mobileface", width=width, num_outputs=model.layout.network_size).eval()
+    network = create_model("mobileface", width=width, num_outputs=model.layout.network_size)
+    calibrate_batchnorm(network, torch.rand(16, 3, network.config.input_size, network.config.input_size))
     size = model.layout.network_size
     return FaceRegressor(network, ParamNormalizer(torch.zeros(size), torch.ones(size)), model.layout,
                          ModelIdentity(model.name, model.fingerprint, str(model_spec)), "mobileface",

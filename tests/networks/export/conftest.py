@@ -1,5 +1,5 @@
 """Fixtures of the export tests: a checkpoint of the method's network with trained-looking BatchNorm
-statistics and parameter normalisation (translation ~600 mm, focal ~500 px), and the real face photo."""
+statistics (so that its outputs depend on the input) and parameter normalisation (translation ~600 mm, focal ~500 px), and the real face photo."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 
 from diffface.morphable_model import load_morphable_model
 from diffface.networks import FaceRegressor, ModelIdentity, create_model, save_checkpoint
+from diffface.networks.export.deploy import calibrate_batchnorm
 from diffface.params import ParamNormalizer
 
 
@@ -21,11 +22,7 @@ def builtin_model():
 @pytest.fixture(scope="session")
 def regressor(builtin_model) -> FaceRegressor:
     torch.manual_seed(0)
-    network = create_model("mobileface", width=10)
-    network.train()
-    with torch.no_grad():
-        for _ in range(3):  # move BatchNorm's running statistics away from (0, 1)
-            network(torch.rand(8, 3, 96, 96))
+    network = calibrate_batchnorm(create_model("mobileface", width=10), torch.rand(16, 3, 96, 96))
     layout = builtin_model.layout
     generator = torch.Generator().manual_seed(1)
     mean = torch.randn(layout.network_size, generator=generator)

@@ -7,7 +7,7 @@ from torch import nn
 from diffface.networks import FaceRegressor, ModelIdentity
 from diffface.networks.export import (ExportConfig, MeshHead, Tolerance, fold_normalizer, make_deployable,
                                       parameter_graph)
-from diffface.networks.export.deploy import fresh_regressor
+from diffface.networks.export.deploy import calibrate_batchnorm, fresh_regressor
 from diffface.params import ParamNormalizer
 
 
@@ -71,6 +71,28 @@ def test_fresh_regressor_for_the_benchmark():
     regressor = fresh_regressor(width=4)
     assert regressor(torch.rand(1, 3, 96, 96)).shape == (1, 118)
     assert regressor.network_config == {"width": 4, "num_outputs": 118}
+
+
+@pytest.mark.parametrize("source", ["fresh", "fixture"])
+def test_untrained_networks_depend_on_the_input(source, regressor):
+    """Parity checks on an untrained network test its convolutions only if its outputs vary with the image:
+    with BatchNorm at its initial (0, 1) statistics MobileFace's spread across inputs is ~1e-9."""
+    network = (fresh_regressor() if source == "fresh" else regressor).network
+    with torch.no_grad():
+        outputs = network(torch.rand(8, 3, 96, 96, generator=torch.Generator().manual_seed(2)))
+    assert float(outputs.std(0).mean()) > 0.05
+    assert not network.training
+
+
+def test_calibrate_batchnorm_sets_the_batch_statistics():
+    network = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    images = torch.rand(6, 3, 8, 8) * 5 + 2
+    calibrate_batchnorm(network, images)
+    features = network[0](images)
+    norm = network[1]
+    assert torch.allclose(norm.running_mean, features.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(norm.running_var, features.var((0, 2, 3)), rtol=1e-4)  # unbiased, as in training
+    assert norm.momentum == 0.1 and not network.training
 
 
 def test_config_checks_and_tolerances():
