@@ -14,10 +14,10 @@ so both do the same steps), and is timed in the same run
     .venv/bin/python benchmarks/bench_fit.py --quick    # under a minute: batch 1 and 32, one repeat
 
 Stage 1's default runs batches of up to 64 faces on one CPU thread (``LandmarkFitConfig.cpu_threads``);
-the ``all thr.`` column times the same fit on torch's thread setting. Stage 2 (texture, default ``TextureFitConfig``) is timed
-once per model at batch 32 (``--quick``: 8) on random 224 px images: ``texture_images_per_s_bfm_size``
-and ``texture_images_per_s_builtin``; ``texture_images_per_s_bfm_size_full_mesh`` is the same BFM-sized
-fit computed on the whole mesh (``active_vertices=False``, the energy is the same), the reference.
+the ``all thr.`` column times the same fit on torch's thread setting. Stage 2 (texture, default
+``TextureFitConfig``) is timed once per model at batch 32 (``--quick``: 8) on random 224 px images:
+``texture_images_per_s_bfm_size`` and ``texture_images_per_s_builtin``;
+``texture_images_per_s_bfm_size_full_mesh`` is the same BFM-sized fit computed on the whole mesh (``active_vertices=False``, the energy is the same), the reference.
 """
 
 from __future__ import annotations

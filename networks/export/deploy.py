@@ -194,8 +194,7 @@ def calibrate_batchnorm(network: nn.Module, images: torch.Tensor) -> nn.Module:
     norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in norms]
     for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average: one batch sets the statistics exactly
+        m.momentum = 1.0  # the running statistics become the batch's (also for PooledBatchNorm2d's lerp)
     network.train()(images)
     for m, momentum in zip(norms, saved):
         m.momentum = momentum

@@ -1,5 +1,6 @@
 """Fixtures of the export tests: a checkpoint of the method's network with trained-looking BatchNorm
-statistics (so that its outputs depend on the input) and parameter normalisation (translation ~600 mm, focal ~500 px), and the real face photo."""
+statistics (so that its outputs depend on the input) and parameter normalisation (translation ~600 mm,
+focal ~500 px), and the real face photo."""
 
 from __future__ import annotations
 
