@@ -17,7 +17,8 @@ Stage 1's default runs batches of up to 64 faces on one CPU thread (``LandmarkFi
 the ``all thr.`` column times the same fit on torch's thread setting. Stage 2 (texture, default
 ``TextureFitConfig``) is timed once per model at batch 32 (``--quick``: 8) on random 224 px images:
 ``texture_images_per_s_bfm_size`` and ``texture_images_per_s_builtin``;
-``texture_images_per_s_bfm_size_full_mesh`` is the same BFM-sized fit computed on the whole mesh (``active_vertices=False``, the energy is the same), the reference.
+``texture_images_per_s_bfm_size_full_mesh`` is the same BFM-sized fit computed on the whole mesh
+(``active_vertices=False``, the energy is the same), the reference.
 """
 
 from __future__ import annotations
