@@ -180,13 +180,22 @@ def read_item(root: str | Path, name: str) -> tuple[np.ndarray, dict[str, np.nda
 
 
 def append_decision(root: str | Path, name: str, decision: str) -> dict:
-    """Append one curation decision to ``curation.jsonl`` and flush it to disk before returning."""
+    """Append one curation decision to ``curation.jsonl`` and flush it to disk before returning.
+
+    A torn last line (a crash mid-write) is ended first, so the new decision is a line of its own
+    (glued to the torn one, the reader would drop it with it).
+    """
     if decision not in DECISIONS:
         raise ValueError(f"decision {decision!r}: expected one of {DECISIONS}")
     record = {"name": name, "decision": decision, "time": time.time()}
+    line = (json.dumps(record) + "\n").encode("utf-8")
     path = Path(root) / CURATION_NAME
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    with open(path, "a+b") as handle:  # appends always go to the end; the mode also lets us read the last byte
+        if handle.seek(0, os.SEEK_END) > 0:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                line = b"\n" + line
+        handle.write(line)
         handle.flush()
         os.fsync(handle.fileno())
     return record

@@ -45,6 +45,20 @@ def test_torn_decision_line_is_ignored(tmp_path):
     assert read_decisions(tmp_path) == {"item2": "reject"}
 
 
+def test_decision_after_a_torn_line_is_read_back(tmp_path):
+    """The next decision ends the torn line first instead of being glued to it (and dropped with it)."""
+    _dataset(tmp_path)
+    append_decision(tmp_path, "item2", "reject")
+    with open(tmp_path / CURATION_NAME, "a") as handle:
+        handle.write('{"name": "item3", "deci')
+    append_decision(tmp_path, "item1", "reject")
+    assert read_decisions(tmp_path) == {"item2": "reject", "item1": "reject"}
+    append_decision(tmp_path, "item3", "keep")  # an intact last line gets no blank line before the next one
+    lines = (tmp_path / CURATION_NAME).read_text().split("\n")
+    assert len(lines) == 5 and lines[1] == '{"name": "item3", "deci' and lines[-1] == ""
+    assert read_decisions(tmp_path) == {"item2": "reject", "item1": "reject", "item3": "keep"}
+
+
 def test_bad_inputs_name_the_culprit(tmp_path):
     with pytest.raises(DatasetFormatError, match="dataset.json"):
         read_info(tmp_path)
