@@ -15,6 +15,8 @@ key                 value
 ``input``           ``{"size": S, "channels": "RGB", "range": [0, 1]}``
 ``step``            optimisation steps done
 ``train_config``    the resolved training settings (dict), or None
+``dataset``         optional: ``{"path", "fingerprint"}`` of the training dataset
+                    (:func:`~diffface.data.format.dataset_fingerprint`), which a resumed run must keep
 ``training_state``  only in ``RUN/checkpoints/last.pt``: optimizer, scheduler and RNG states for resuming
 ==================  ==========================================================================
 """
@@ -40,7 +42,7 @@ class CheckpointError(ValueError):
 
 
 def checkpoint_dict(regressor: FaceRegressor, step: int, train_config: dict | None = None,
-                    training_state: dict | None = None) -> dict:
+                    training_state: dict | None = None, dataset: dict | None = None) -> dict:
     """The dictionary :func:`save_checkpoint` writes."""
     layout = regressor.layout
     return {
@@ -56,11 +58,12 @@ def checkpoint_dict(regressor: FaceRegressor, step: int, train_config: dict | No
         "step": int(step),
         "train_config": train_config,
         "training_state": training_state,
+        "dataset": dataset,
     }
 
 
 def save_checkpoint(path: str | Path, regressor: FaceRegressor, step: int, train_config: dict | None = None,
-                    training_state: dict | None = None) -> Path:
+                    training_state: dict | None = None, dataset: dict | None = None) -> Path:
     """Write a checkpoint atomically (a kill mid-write leaves the previous file intact).
 
     Example:
@@ -69,12 +72,12 @@ def save_checkpoint(path: str | Path, regressor: FaceRegressor, step: int, train
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as handle:
-        torch.save(checkpoint_dict(regressor, step, train_config, training_state), handle)
+        torch.save(checkpoint_dict(regressor, step, train_config, training_state, dataset), handle)
     return path
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """The checkpoint's dictionary; a missing, corrupt or foreign file raises naming it."""
+    """The checkpoint's dictionary; a missing, corrupt or foreign file, or non-finite weights, raise naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
@@ -91,7 +94,20 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {missing}")
+    _check_finite(path, data)
     return data
+
+
+def _check_finite(path: Path, data: dict) -> None:
+    """Raise naming the first weight or statistic holding NaN or infinity (a diverged run saves such files)."""
+    for group in ("state_dict", "normalizer"):
+        if not isinstance(data[group], dict):
+            continue  # malformed: regressor_from_checkpoint names it
+        for key, value in data[group].items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                bad = int((~torch.isfinite(value)).sum())
+                raise CheckpointError(f"{path}: tensor {group}.{key} has {bad} non-finite value(s) (NaN or infinity) "
+                                      f"of {value.numel()}; did the training that saved it diverge?")
 
 
 def regressor_from_checkpoint(data: dict, source: str = "checkpoint") -> FaceRegressor:
@@ -105,7 +121,9 @@ def regressor_from_checkpoint(data: dict, source: str = "checkpoint") -> FaceReg
         regressor = FaceRegressor(network, normalizer, layout, identity, data["network"]["name"],
                                   data["network"]["config"], data["input"]["size"])
     except (KeyError, TypeError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{source}: inconsistent checkpoint ({exc})") from exc
+        # load_state_dict lists every mismatched tensor on its own line; the CLI prints one line per error
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{source}: inconsistent checkpoint ({first_line})") from exc
     return regressor.eval()
 
 

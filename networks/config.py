@@ -18,6 +18,14 @@ from diffface.config_io import read_yaml_mapping
 
 LOSSES = ("mse", "2d3d")
 
+# Settings a re-run into a run folder may change when it resumes: the length of the run (to extend it; the
+# learning-rate drop then lands at lr_drop_at of the new length), how often it logs, validates and saves,
+# where and with how many threads it runs, and the morphable model's file (its fingerprint must still be the
+# checkpoint's, checked on its own). Every other setting (and the dataset) shapes the weights the checkpoint
+# holds, so a resume must keep it.
+RESUME_MAY_CHANGE = ("steps", "val_every", "checkpoint_every", "log_every", "val_auc_max_d", "tensorboard",
+                     "overlay_samples", "num_workers", "cpu_threads", "device", "model")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -150,6 +158,15 @@ class TrainConfig:
     def with_overrides(self, overrides: Sequence[str]) -> "TrainConfig":
         """Apply ``key=value`` strings (values parsed as YAML: ``loss=mse``, ``augment_options={flip: false}``)."""
         return self.updated(parse_overrides(overrides), "--set")
+
+
+def resume_conflicts(previous: dict, config: TrainConfig) -> dict[str, tuple]:
+    """The settings outside :data:`RESUME_MAY_CHANGE` on which ``config`` differs from a run's saved settings
+    ``previous`` (a ``TrainConfig.to_dict()``; keys it lacks count as their defaults, keys this version no
+    longer has are ignored), as ``{name: (previous value, new value)}``."""
+    old = {**TrainConfig().to_dict(), **previous}
+    new = config.to_dict()
+    return {k: (old[k], new[k]) for k in new if k not in RESUME_MAY_CHANGE and old[k] != new[k]}
 
 
 def parse_overrides(overrides: Sequence[str]) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffface.data.format import FaceDataset, item_paths, select_items
+from diffface.data.format import CURATION_NAME, FaceDataset, item_paths, select_items
 from diffface.params import ParamNormalizer
 
 EPOCH_SEED_STRIDE = 1_000_003  # seeds of epoch permutations: seed · stride + epoch (distinct for epoch < stride)
@@ -106,6 +106,12 @@ def parameter_statistics(root: str | Path, split: str = "train", honour_curation
     """Per-parameter mean and std of a dataset split (read from the items' ``.npz``, images untouched)."""
     entries = select_items(root, split, honour_curation)
     if len(entries) < 2:
+        rejected = len(select_items(root, split, honour_curation=False)) - len(entries)
+        if rejected:
+            raise ValueError(f"{root}: curation rejected {rejected} of the {rejected + len(entries)} items of the "
+                             f"{split!r} split, leaving {len(entries)}; normalisation needs at least 2: change the "
+                             f"decisions with `diffface curate {root}` (or move {Path(root) / CURATION_NAME} away "
+                             f"to undo them all)")
         raise ValueError(f"{root}: the {split!r} split has {len(entries)} items; normalisation needs at least 2")
     params = []
     for entry in entries:

@@ -9,7 +9,11 @@ One call trains (or resumes) a run folder::
     RUN/tensorboard/              losses per term, learning rate, validation d / AUC / mm, rendered overlays
 
 A re-run into RUN resumes from ``last.pt`` and reproduces the uninterrupted run exactly: the data a
-step sees depends only on the step (:mod:`~diffface.networks.data`) and every state is restored.
+step sees depends only on the step (:mod:`~diffface.networks.data`) and every state is restored. It is
+refused, before anything is written, when the dataset (:func:`~diffface.data.format.dataset_fingerprint`)
+or a setting outside :data:`~diffface.networks.config.RESUME_MAY_CHANGE` differs from the checkpoint's:
+``steps`` may grow to extend a run, logging, validation and checkpoint intervals, device and threads may
+change; loss, learning rates, batch size, width, seed, augmentation and the rest may not.
 Under ``torchrun`` each of W ranks trains on 1/W of every global batch; BatchNorm statistics and
 gradients are pooled over ranks, so the result equals one process with the same global batch (up to
 rounding).
@@ -32,12 +36,12 @@ from pathlib import Path
 
 import torch
 
-from diffface.data.format import FaceDataset, read_info
+from diffface.data.format import FaceDataset, dataset_fingerprint, read_info
 from diffface.morphable_model import MorphableModel, load_morphable_model
 from diffface.threads import torch_threads
 
-from .checkpoint import read_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from .config import RESUME_MAY_CHANGE, TrainConfig, resume_conflicts
 from .data import AugmentedItems, StepBatchSampler, parameter_statistics
 from .distributed import convert_batchnorm, init_process_group, world_from_env
 from .losses import VertexProjectionLoss, mse_parameter_loss
@@ -98,6 +102,8 @@ class _Run:
 
     def setup(self) -> None:
         config, info = self.config, read_info(self.dataset)
+        self.dataset_record = {"path": str(self.dataset.resolve()), "fingerprint": dataset_fingerprint(self.dataset)}
+        previous = self.previous_run()  # refused before the heavy work and before config.yaml is rewritten
         self.model, spec = resolve_morphable_model(config.model, self.dataset)
         self.model = self.model.to(self.device)
         self.layout = self.model.layout
@@ -139,7 +145,8 @@ class _Run:
 
             self.unlabeled_set = UnlabeledPhotos(config.unlabeled, info.crop_size)
         self.step = 0
-        self.resume()
+        if previous is not None:
+            self.resume(previous)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def training_state(self) -> dict:
@@ -153,20 +160,45 @@ class _Run:
         if not self.is_main:
             return
         config = self.config.to_dict()
-        save_checkpoint(self.out / LAST_CHECKPOINT, self.regressor, self.step, config, self.training_state())
+        save_checkpoint(self.out / LAST_CHECKPOINT, self.regressor, self.step, config, self.training_state(),
+                        self.dataset_record)
         if final:
-            save_checkpoint(self.out / FINAL_MODEL, self.regressor, self.step, config)
+            save_checkpoint(self.out / FINAL_MODEL, self.regressor, self.step, config, dataset=self.dataset_record)
 
-    def resume(self) -> None:
+    def previous_run(self) -> dict | None:
+        """The checkpoint a re-run resumes from (None: a new run); refused with one line naming what differs
+        when it was trained on another dataset or with other settings than :data:`RESUME_MAY_CHANGE`."""
         path = self.out / LAST_CHECKPOINT
         if not path.is_file():
-            return
+            return None
         data = read_checkpoint(path, self.device)
         if data.get("training_state") is None:
             raise ValueError(f"{path}: holds no training state to resume from")
+        differ = []
+        recorded = data.get("dataset")  # absent from checkpoints written before it was recorded
+        if isinstance(recorded, dict) and recorded.get("fingerprint") != self.dataset_record["fingerprint"]:
+            differ.append(f"dataset {recorded.get('path')} rebuilt since (other items, splits or fits)"
+                          if recorded.get("path") == self.dataset_record["path"]
+                          else f"dataset {recorded.get('path')} -> {self.dataset_record['path']}")
+        if isinstance(data.get("train_config"), dict):
+            differ += [f"{name} {old!r} -> {new!r}"
+                       for name, (old, new) in resume_conflicts(data["train_config"], self.config).items()]
+        if differ:
+            changes = ", ".join(differ)
+            raise ValueError(f"{self.out} holds a run trained with other settings ({changes}; its settings are in "
+                             f"{self.out / CONFIG_NAME}); resume with the same ones or use a new --out (a resume may "
+                             f"change only {', '.join(RESUME_MAY_CHANGE)})")
+        return data
+
+    def resume(self, data: dict) -> None:
+        path = self.out / LAST_CHECKPOINT
         if data["morphable_model"]["fingerprint"] != self.model.fingerprint:
             raise ValueError(f"{path}: trained for another morphable model than {self.dataset}'s")
-        self.regressor.network.load_state_dict(data["state_dict"])
+        try:
+            self.regressor.network.load_state_dict(data["state_dict"])
+        except RuntimeError as exc:  # a checkpoint without its settings: torch lists every tensor, one a line
+            raise CheckpointError(f"{path}: its weights do not fit this network "
+                                  f"({str(exc).strip().splitlines()[0]})") from exc
         self.regressor.normalizer.mean.copy_(data["normalizer"]["mean"])
         self.regressor.normalizer.std.copy_(data["normalizer"]["std"])
         state = data["training_state"]

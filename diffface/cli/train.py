@@ -13,7 +13,9 @@ def add_parser(sub) -> None:
         "train", help="train the MobileFace regressor on a dataset built by `diffface build-dataset`",
         description="Train on DATASET and write RUN/config.yaml, RUN/checkpoints/last.pt, RUN/model.pt, "
                     "RUN/metrics.jsonl and RUN/tensorboard. A re-run into RUN resumes exactly where the last "
-                    "checkpoint left off. Several processes: torchrun --nproc_per_node=N -m diffface.cli.main "
+                    "checkpoint left off; it is refused with another dataset or other training settings (only "
+                    "--steps, to extend the run, the logging/validation/checkpoint intervals, --device, --workers "
+                    "and --model's file may change). Several processes: torchrun --nproc_per_node=N -m diffface.cli.main "
                     "train ... (the global --batch-size is split over them). "
                     "Settings: defaults < --config YAML < the options below < --set key=value.")
     p.add_argument("dataset", type=Path, help="dataset folder (dataset.json, index.json, items/)")

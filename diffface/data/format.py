@@ -30,6 +30,7 @@ key              dtype/shape  meaning
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -140,6 +141,13 @@ def read_index(root: str | Path) -> list[ItemEntry]:
         return [ItemEntry(**e) for e in json.loads(path.read_text())["items"]]
     except (json.JSONDecodeError, TypeError, KeyError) as exc:
         raise DatasetFormatError(f"{path}: malformed index ({exc})") from exc
+
+
+def dataset_fingerprint(root: str | Path) -> str:
+    """A short hash of ``dataset.json`` and ``index.json`` as parsed: the same for a copy or a rebuild with the
+    same items, fits and splits, different for another dataset. Curation decisions are not part of it."""
+    content = {"info": asdict(read_info(root)), "items": [asdict(e) for e in read_index(root)]}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
 def item_paths(root: str | Path, name: str) -> tuple[Path, Path]:

@@ -88,6 +88,14 @@ def test_errors_are_one_line_naming_the_culprit(trained_run, tmp_path, capsys):
     assert "nothing" in capsys.readouterr().err
     assert cli_main(["train", str(tmp_path / "dataset"), "--out", str(tmp_path / "r"), "--set", "norm=l3"]) == 2
     assert "norm" in capsys.readouterr().err
+    # resuming the run with another width or learning rate: one line naming both, config.yaml kept
+    saved = (trained_run / "config.yaml").read_text()
+    assert cli_main(["train", str(tmp_path / "dataset"), "--out", str(trained_run), "--config",
+                     str(tmp_path / "cfg.yaml"), "--model", str(tmp_path / "tiny.npz"), "--steps", "4",
+                     "--width", "8", "--lr", "0.01"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "width 4 -> 8" in err and "lr 0.0001 -> 0.01" in err
+    assert (trained_run / "config.yaml").read_text() == saved
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     assert cli_main(["predict", str(tmp_path / "bad.pt"), str(tmp_path), "--out", str(tmp_path / "p")]) == 2
     assert "bad.pt" in capsys.readouterr().err

@@ -61,3 +61,25 @@ def test_damaged_and_foreign_files_raise_naming_the_file(tmp_path):
     torch.save(data, tmp_path / "partial.pt")
     with pytest.raises(CheckpointError, match="partial.pt.*inconsistent"):
         load_checkpoint(tmp_path / "partial.pt")
+
+
+def test_non_finite_weights_are_refused_naming_file_and_tensor(tmp_path):
+    data = read_checkpoint(save_checkpoint(tmp_path / "good.pt", _regressor(), step=1))
+    data["state_dict"]["fc.weight"][0, 0] = float("nan")
+    torch.save(data, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match=r"nan.pt: tensor state_dict.fc.weight has 1 non-finite value"):
+        load_checkpoint(tmp_path / "nan.pt")
+    data = read_checkpoint(tmp_path / "good.pt")
+    data["normalizer"]["std"][2] = float("inf")
+    torch.save(data, tmp_path / "inf.pt")
+    with pytest.raises(CheckpointError, match=r"inf.pt: tensor normalizer.std"):
+        read_checkpoint(tmp_path / "inf.pt")
+
+
+def test_weights_of_another_width_give_one_line(tmp_path):
+    data = read_checkpoint(save_checkpoint(tmp_path / "good.pt", _regressor(), step=1))
+    data["network"]["config"]["width"] = 8
+    torch.save(data, tmp_path / "wide.pt")
+    with pytest.raises(CheckpointError, match="wide.pt: inconsistent checkpoint") as error:
+        load_checkpoint(tmp_path / "wide.pt")
+    assert "\n" not in str(error.value)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -65,6 +66,42 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tiny_dataset, tmp_
     for index, state in sa["optimizer"]["state"].items():
         assert torch.equal(state["exp_avg_sq"], sb["optimizer"]["state"][index]["exp_avg_sq"])
     assert sa["scheduler"] == sb["scheduler"]
+
+
+def test_resume_refuses_another_dataset_or_training_settings(tiny_dataset, tmp_path):
+    """Settings that shaped the checkpoint's weights (and the dataset) must match; config.yaml stays untouched."""
+    from diffface.data.format import read_index, write_index
+
+    config, run = _config(tiny_dataset, steps=4, augment=False, val_every=100), tmp_path / "run"
+    train(tiny_dataset.root, run, config, stop_at_step=2)  # last.pt at step 2
+    saved = (run / "config.yaml").read_text()
+    for changes, said in (({"lr": 1e-4}, "lr 0.001 -> 0.0001"), ({"batch_size": 4}, "batch_size 8 -> 4"),
+                          ({"loss": "mse", "width": 8}, "width 4 -> 8, loss '2d3d' -> 'mse'"),
+                          ({"seed": 1}, "seed 0 -> 1")):
+        with pytest.raises(ValueError, match="other settings") as error:
+            train(tiny_dataset.root, run, config.updated(changes))
+        assert said in str(error.value) and "\n" not in str(error.value) and "a new --out" in str(error.value)
+    other = shutil.copytree(tiny_dataset.root, tmp_path / "other")  # a copy is the same dataset; one item less is not
+    write_index(other, read_index(other)[1:])
+    with pytest.raises(ValueError, match=f"dataset {tiny_dataset.root.resolve()} -> {other.resolve()}"):
+        train(other, run, config)
+    assert (run / "config.yaml").read_text() == saved
+    assert read_checkpoint(run / "checkpoints/last.pt")["step"] == 2
+    # a longer run and other intervals resume (the run is extended)
+    figures = train(tiny_dataset.root, run, config.updated({"steps": 5, "log_every": 2, "checkpoint_every": 3}))
+    assert figures["step"] == 5 and figures["steps_run"] == 3
+    assert TrainConfig.from_yaml(run / "config.yaml").steps == 5
+    assert read_checkpoint(run / "model.pt")["dataset"]["path"] == str(tiny_dataset.root.resolve())
+
+
+def test_empty_split_after_curation_says_so(tiny_dataset, tmp_path):
+    from diffface.data.format import append_decision, read_index
+
+    for entry in read_index(tiny_dataset.root):
+        if entry.split == "train":
+            append_decision(tiny_dataset.root, entry.name, "reject")
+    with pytest.raises(ValueError, match=r"curation rejected 12 of the 12 items of the 'train' split.*diffface curate"):
+        train(tiny_dataset.root, tmp_path / "run", _config(tiny_dataset))
 
 
 def test_learning_rate_drops_after_two_thirds():
