@@ -217,6 +217,35 @@ def is_canonical_npz(path: str | Path) -> bool:
         return False
 
 
+def read_model_header(path: str | Path, data) -> dict:
+    """The diffface ``header`` of an open ``.npz`` (``numpy.load``), or :class:`ModelFormatError` naming the file
+    and what is wrong: no header, a header that is not valid JSON or not an object, another format, or a
+    newer version."""
+    if "header" not in data.files:
+        raise ModelFormatError(path, "not a diffface model (no 'header'); convert it first with "
+                                     "`diffface convert-model`")
+    try:
+        text = str(data["header"])
+    except ValueError as exc:  # an object array, which allow_pickle=False refuses
+        raise ModelFormatError(path, f"its 'header' is not a JSON string ({exc})") from exc
+    try:
+        header = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelFormatError(path, f"its 'header' is not valid JSON ({exc}); the file is damaged, or was not "
+                                     f"written by diffface") from exc
+    if not isinstance(header, dict):
+        raise ModelFormatError(path, f"its 'header' is JSON but not an object (a {type(header).__name__})")
+    if header.get("format") != FORMAT_NAME:
+        raise ModelFormatError(path, f"header names format {header.get('format')!r}, expected {FORMAT_NAME!r}")
+    version = header.get("version", -1)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ModelFormatError(path, f"header version {version!r} is not an integer")
+    if version > FORMAT_VERSION:
+        raise ModelFormatError(path, f"format version {version} is newer than this diffface supports "
+                                     f"({FORMAT_VERSION}); upgrade diffface")
+    return header
+
+
 def load_model_npz(path: str | Path) -> MorphableModelData:
     """Read a canonical ``.npz`` model; raise :class:`ModelFormatError` naming the file on any problem."""
     path = Path(path)
@@ -227,18 +256,7 @@ def load_model_npz(path: str | Path) -> MorphableModelData:
     except Exception as exc:  # zip errors, truncated files, pickles
         raise ModelFormatError(path, f"not a readable .npz file ({type(exc).__name__}: {exc})") from exc
     with data:
-        if "header" not in data.files:
-            raise ModelFormatError(path, "not a diffface model (no 'header'); convert it first with "
-                                         "`diffface convert-model`")
-        try:
-            header = json.loads(str(data["header"]))
-        except json.JSONDecodeError as exc:
-            raise ModelFormatError(path, f"corrupt header: {exc}") from exc
-        if header.get("format") != FORMAT_NAME:
-            raise ModelFormatError(path, f"header names format {header.get('format')!r}, expected {FORMAT_NAME!r}")
-        if int(header.get("version", -1)) > FORMAT_VERSION:
-            raise ModelFormatError(path, f"format version {header.get('version')} is newer than this diffface "
-                                         f"supports ({FORMAT_VERSION}); upgrade diffface")
+        header = read_model_header(path, data)
         missing = [name for name in _ARRAY_FIELDS if name not in data.files]
         if missing:
             raise ModelFormatError(path, f"missing arrays: {', '.join(missing)}")

@@ -68,3 +68,21 @@ def test_newer_version_is_refused(tiny_model_data, tmp_path):
     with pytest.raises(ModelFormatError, match="newer"):
         load_model_npz(path)
     assert zipfile.is_zipfile(path)
+
+
+@pytest.mark.parametrize("header,message", [("{not json", "its 'header' is not valid JSON"),
+                                            ("[1, 2]", "its 'header' is JSON but not an object")])
+def test_broken_header_is_named_not_missing(tiny_model_data, tmp_path, header, message):
+    """Every way in (the .npz reader, format detection, the model loader) says what is wrong with the header."""
+    from diffface.loaders import detect_format
+    from diffface.morphable_model import load_morphable_model
+
+    path = save_model_npz(tiny_model_data, tmp_path / "m.npz")
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["header"] = np.array(header)
+    np.savez(path, **arrays)
+    for load in (load_model_npz, detect_format, load_morphable_model):
+        with pytest.raises(ModelFormatError, match=f"m.npz: {message}") as error:
+            load(path)
+        assert "no 'header'" not in str(error.value) and "\n" not in str(error.value)

@@ -30,7 +30,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..model_format import ModelFormatError, MorphableModelData, is_canonical_npz, load_model_npz
+from ..model_format import (ModelFormatError, MorphableModelData, is_canonical_npz, load_model_npz,
+                            read_model_header)
 from .bfm2009 import load_bfm2009
 from .bfm2017 import load_bfm2017
 from .common import LandmarkMapping, read_contour_outlines, read_landmarks
@@ -72,6 +73,10 @@ def detect_format(path: str | Path) -> str:
         try:
             with np.load(path, allow_pickle=False) as data:
                 found = ", ".join(data.files) or "nothing"
+                if "header" in data.files:  # a diffface model whose header is broken: say how
+                    read_model_header(path, data)
+        except ModelFormatError:
+            raise
         except Exception as exc:
             raise ModelFormatError(path, f"not a readable .npz file ({type(exc).__name__}: {exc})") from exc
         raise ModelFormatError(path, f"an .npz that is neither a diffface model (no 'header') nor the Surrey model "
