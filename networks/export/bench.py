@@ -91,6 +91,7 @@ class BenchRow:
     throughput_per_s: float
     parity_max_abs_error: float
     parity_ok: bool
+    parity_worst: str = ""  # the group nearest its bound, in its own units
 
 
 @dataclass
@@ -150,7 +151,7 @@ class BenchResult:
         for r in self.rows:
             lines.append(f"{r.variant:<26} {r.device:<6} {r.size_bytes / 1e6:>8.3f} {r.latency_ms_median:>10.3f} "
                          f"{r.latency_ms_p95:>8.3f} {r.latency_ms_min:>8.3f} {r.throughput_per_s:>11.0f} "
-                         f"{r.parity_max_abs_error:>10.1e}{'' if r.parity_ok else ' FAIL'}")
+                         f"{r.parity_max_abs_error:>10.1e}{'' if r.parity_ok else ' FAIL'}  worst: {r.parity_worst}")
         for name, reason in self.unavailable.items():
             lines.append(f"{name:<26} unavailable: {reason}")
         summary = self.summary()
@@ -191,11 +192,14 @@ def _measure(format_name: str, variant: str, runners: tuple[Runner, Runner], dep
     batch = deployable.example_input(config.throughput_batch, seed=4)
     parity = compare(single_runner, deployable, {"random": deployable.example_input(4, seed=5)}, variant,
                      TOLERANCES["tensorrt-fp16" if variant.endswith("fp16") else format_name])
+    worst = parity.worst
+    worst_text = f"{worst.group} {worst.max_abs_error:.1e} {worst.unit} ({worst.ratio:.2g} x bound)" if worst else ""
     latencies = time_calls(lambda: single_runner(single), config.repeats, config.warmup, sync)
     batch_times = time_calls(lambda: batch_runner(batch), config.throughput_repeats, 1, sync)
     return BenchRow(format_name, variant, single_runner.name, device, size_bytes,
                     1e3 * statistics.median(latencies), 1e3 * percentile(latencies, 0.95), 1e3 * min(latencies),
-                    config.throughput_batch / statistics.median(batch_times), parity.max_abs_error, parity.passed)
+                    config.throughput_batch / statistics.median(batch_times), parity.max_abs_error, parity.passed,
+                    worst_text)
 
 
 def _eager_runner(module: torch.nn.Module, device: str) -> Runner:

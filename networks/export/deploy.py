@@ -112,12 +112,20 @@ class Deployable:
         input_size: side of the square crop.
         output_names: ``("params",)`` or ``("params", "vertices")``.
         param_names: one name per parameter.
+        layout: the parameter layout (the parity check compares each group in its own units).
+        coefficient_std: ``(K_id + K_exp,)`` σ of each identity and expression coefficient, the unit in which
+            the parity check measures their errors.
+        coefficient_std_source: where ``coefficient_std`` comes from (the morphable model, or the training
+            split's normalisation when the checkpoint's model file cannot be loaded here).
     """
 
     module: nn.Module
     input_size: int
     output_names: tuple[str, ...]
     param_names: list[str]
+    layout: ParamLayout
+    coefficient_std: torch.Tensor
+    coefficient_std_source: str
 
     def example_input(self, batch: int = 1, seed: int = 0) -> torch.Tensor:
         """Random crops in [0, 1]. Shape: -> (batch, 3, S, S)."""
@@ -168,15 +176,30 @@ def make_deployable(regressor: FaceRegressor, with_mesh: bool = False,
         >>> params, vertices = deployable.module(crops)
     """
     body = parameter_graph(regressor.network, regressor.normalizer).float().cpu()
-    if not with_mesh:
-        return Deployable(FaceParametersModel(body).eval(), regressor.input_size, ("params",),
-                          regressor.layout.names())
-    if morphable_model is None:
+    layout = regressor.layout
+    if morphable_model is not None:
+        model = check_mesh_model(regressor, morphable_model)
+    elif with_mesh:
         model = load_mesh_model(regressor)
     else:
-        model = check_mesh_model(regressor, morphable_model)
-    module = FaceMeshModel(body, MeshHead(model, regressor.layout)).eval()
-    return Deployable(module, regressor.input_size, ("params", "vertices"), regressor.layout.names())
+        try:  # only for the σ of the parity check: a params-only export must not need the model file
+            model = load_mesh_model(regressor)
+        except (OSError, ValueError) as exc:
+            model, reason = None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    if model is not None:
+        std = torch.cat([model.id_std, model.exp_std]).float().cpu()
+        source = f"prior sigma of the morphable model {model.name!r}"
+    else:
+        coefficients = slice(layout.slices["alpha_id"].start, layout.slices["alpha_exp"].stop)
+        std = regressor.normalizer.std[coefficients].float().cpu()
+        source = f"training split's standard deviation (morphable model not loadable: {reason})"
+    std = torch.where(std > 0, std, torch.ones_like(std))  # a mode with σ = 0 is measured in model units
+    if not with_mesh:
+        module: nn.Module = FaceParametersModel(body).eval()
+        outputs: tuple[str, ...] = ("params",)
+    else:
+        module, outputs = FaceMeshModel(body, MeshHead(model, layout)).eval(), ("params", "vertices")
+    return Deployable(module, regressor.input_size, outputs, layout.names(), layout, std, source)
 
 
 @torch.no_grad()

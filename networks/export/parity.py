@@ -1,8 +1,11 @@
 """Parity of an exported model with eager PyTorch, on random crops and on real face crops.
 
 The reference is the eager :class:`~.deploy.Deployable` module (BatchNorm and normalisation folded, which
-:func:`~diffface.networks.fold_batchnorm`'s tests tie to the checkpoint's network). Each output passes when its
-max abs error is at most the format's :class:`~.config.Tolerance` bound (documented in :mod:`.config`).
+:func:`~diffface.networks.fold_batchnorm`'s tests tie to the checkpoint's network). The parameter output is
+cut into the groups of its :class:`~diffface.params.ParamLayout` and each group is compared in its own
+units (angles in rad, coefficients in σ, translation in mm, focal length and principal point in px; the
+vertices in mm); each passes when its max abs error is at most the format's :class:`~.config.Tolerance`
+bound for that group (documented in :mod:`.config`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from .config import Tolerance
+from .config import GROUP_UNITS, Tolerance
 from .deploy import Deployable
 from .runtime import Runner
 
@@ -24,10 +27,15 @@ class ParityError(ValueError):
 
 @dataclass(frozen=True)
 class OutputParity:
-    """One output on one input set: ``max_abs_error`` against ``bound = atol + rtol · reference_scale``."""
+    """One group of one output on one input set: ``max_abs_error`` (in ``unit``) against ``bound``.
+
+    ``reference_scale`` is the largest absolute eager value of the group, in the same unit (for context).
+    """
 
     inputs: str
     output: str
+    group: str
+    unit: str
     samples: int
     max_abs_error: float
     reference_scale: float
@@ -37,10 +45,15 @@ class OutputParity:
     def passed(self) -> bool:
         return self.max_abs_error <= self.bound
 
+    @property
+    def ratio(self) -> float:
+        """``max_abs_error / bound``: above 1 fails; the worst group has the largest."""
+        return self.max_abs_error / self.bound
+
 
 @dataclass
 class ParityReport:
-    """Every output of an exported model on every input set."""
+    """Every group of every output of an exported model on every input set."""
 
     format: str
     runtime: str
@@ -53,29 +66,59 @@ class ParityReport:
 
     @property
     def max_abs_error(self) -> float:
+        """The largest error of any group (mixed units: see :attr:`worst` for the group that matters)."""
         return max((r.max_abs_error for r in self.results), default=float("nan"))
 
+    @property
+    def worst(self) -> OutputParity | None:
+        """The group closest to (or furthest over) its bound."""
+        return max(self.results, key=lambda r: r.ratio, default=None)
+
     def to_dict(self) -> dict:
+        worst = self.worst
         return {"format": self.format, "runtime": self.runtime, "passed": self.passed,
                 "max_abs_error": self.max_abs_error, "tolerance": asdict(self.tolerance),
+                "worst": None if worst is None else {**asdict(worst), "ratio": worst.ratio},
                 "results": [{**asdict(r), "passed": r.passed} for r in self.results]}
 
     def table(self) -> str:
-        lines = [f"parity of {self.format} ({self.runtime}) against eager PyTorch; bound = "
-                 f"{self.tolerance.atol:g} + {self.tolerance.rtol:g} x max|eager|",
-                 f"  {'inputs':<8} {'output':<9} {'n':>3} {'max abs error':>14} {'bound':>10}  result"]
+        lines = [f"parity of {self.format} ({self.runtime}) against eager PyTorch; each group in its own units",
+                 f"  {'inputs':<8} {'output':<9} {'group':<16} {'n':>3} {'max abs error':>14} {'bound':>10} "
+                 f"{'unit':<6} result"]
         for r in self.results:
-            lines.append(f"  {r.inputs:<8} {r.output:<9} {r.samples:>3} {r.max_abs_error:>14.3e} {r.bound:>10.3e}  "
-                         f"{'ok' if r.passed else 'FAIL'}")
+            lines.append(f"  {r.inputs:<8} {r.output:<9} {r.group:<16} {r.samples:>3} {r.max_abs_error:>14.3e} "
+                         f"{r.bound:>10.3e} {r.unit:<6} {'ok' if r.passed else 'FAIL'}")
+        worst = self.worst
+        if worst is not None:
+            lines.append(f"  worst: {worst.group} ({worst.output}, {worst.inputs}) at {worst.ratio:.2g} x its bound")
         return "\n".join(lines)
 
     def raise_if_failed(self) -> "ParityReport":
         if not self.passed:
-            worst = max(self.results, key=lambda r: r.max_abs_error / r.bound)
-            raise ParityError(f"{self.format} export differs from eager PyTorch: {worst.output} on {worst.inputs} "
-                              f"inputs has max abs error {worst.max_abs_error:.3e} > tolerance {worst.bound:.3e}\n"
-                              f"{self.table()}")
+            worst = self.worst
+            raise ParityError(f"{self.format} export differs from eager PyTorch: {worst.group} ({worst.output}) on "
+                              f"{worst.inputs} inputs has max abs error {worst.max_abs_error:.3e} {worst.unit} > "
+                              f"tolerance {worst.bound:.3e} {worst.unit}\n{self.table()}")
         return self
+
+
+def output_groups(deployable: Deployable, name: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One output cut into the groups the parity check bounds, each in its own units.
+
+    ``params`` (B, P) -> its :class:`~diffface.params.ParamLayout` network groups, the identity and
+    expression coefficients divided by their σ (``deployable.coefficient_std``); ``vertices`` stays whole (mm).
+    """
+    if name != "params":
+        return {name: value}
+    slices = deployable.layout.slices
+    first = slices["alpha_id"].start
+    groups = {}
+    for group in deployable.layout.NETWORK_GROUPS:
+        part = value[:, slices[group]].double()
+        if GROUP_UNITS[group] == "sigma":
+            part = part / deployable.coefficient_std[slices[group].start - first:slices[group].stop - first].double()
+        groups[group] = part
+    return groups
 
 
 def compare(runner: Runner, deployable: Deployable, inputs: dict[str, torch.Tensor], format_name: str,
@@ -96,12 +139,13 @@ def compare(runner: Runner, deployable: Deployable, inputs: dict[str, torch.Tens
             if tuple(got.shape) != tuple(want.shape):
                 raise ParityError(f"{format_name}: output {name} has shape {tuple(got.shape)}, eager "
                                   f"{tuple(want.shape)}")
-            scale = float(want.abs().max())
-            error = float((got.float() - want).abs().max())
-            if not torch.isfinite(got).all():
-                error = float("inf")
-            report.results.append(OutputParity(input_name, name, int(images.shape[0]), error, scale,
-                                               tolerance.bound(scale)))
+            wanted = output_groups(deployable, name, want)
+            for group, got_group in output_groups(deployable, name, got.float()).items():
+                finite = bool(torch.isfinite(got_group).all())
+                error = float((got_group - wanted[group]).abs().max()) if finite else float("inf")
+                report.results.append(OutputParity(input_name, name, group, GROUP_UNITS[group],
+                                                   int(images.shape[0]), error, float(wanted[group].abs().max()),
+                                                   tolerance.bound(group)))
     return report
 
 

@@ -103,5 +103,9 @@ def test_config_checks_and_tolerances():
     with pytest.raises(ValueError, match="batch_size"):
         ExportConfig("onnx", batch_size=0)
     assert ExportConfig("tensorrt", fp16=True).tolerance_key == "tensorrt-fp16"
-    assert Tolerance(1e-4, 1e-5).bound(600.0) == pytest.approx(1e-4 + 6e-3)
+    tolerance = Tolerance(angles_rad=1.0, coefficients_sigma=2.0, translation_mm=3.0, camera_px=4.0, vertices_mm=5.0)
+    assert [tolerance.bound(g) for g in ("angles", "alpha_id", "alpha_exp", "translation", "focal",
+                                         "principal_point", "vertices")] == [1.0, 2.0, 2.0, 3.0, 4.0, 4.0, 5.0]
+    with pytest.raises(ValueError, match="no parity bound for output group 'sh'"):
+        tolerance.bound("sh")
     assert ExportConfig("mobile").default_path("run/model.pt").name == "model.ptl"

@@ -31,6 +31,9 @@ def test_parity_random_and_real(exported, name):
     assert report.passed and {r.inputs for r in report.results} == {"random", "real"}
     assert report.runtime.startswith("onnxruntime")
     assert report.max_abs_error <= 1e-3
+    groups = {"alpha_id", "alpha_exp", "translation", "angles", "focal", "principal_point"}
+    assert {r.group for r in report.results} == groups | ({"vertices"} if name == "mesh" else set())
+    assert {r.unit for r in report.results if r.group == "angles"} == {"rad"}
 
 
 def test_checker_opset_and_operators(exported):

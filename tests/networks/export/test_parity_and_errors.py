@@ -1,5 +1,6 @@
 """The parity check fails loudly; bad checkpoints and missing backends give clear errors."""
 
+import copy
 import sys
 
 import pytest
@@ -10,15 +11,78 @@ from diffface.networks.export import (BackendUnavailable, ExportConfig, ParityEr
                                       export_checkpoint, face_crops, make_deployable)
 
 
-def test_parity_error_reports_the_worst_output(regressor):
+def perturbed(deployable, group: str, amount: float, index: int = 0) -> Runner:
+    """A runner returning eager's parameters with ``amount`` added to entry ``index`` of ``group``."""
+    position = deployable.layout.slices[group].start + index
+
+    def run(x):
+        params = deployable(x)[0].clone()
+        params[:, position] += amount
+        return (params,)
+
+    return Runner(run, None, f"{group} + {amount:g}")
+
+
+def old_scaled_bound(deployable, atol: float, rtol: float) -> float:
+    """The bound before each group had its own: ``atol + rtol · max|params|`` (translation ~600 mm)."""
+    return atol + rtol * float(deployable(deployable.example_input(2))[0].abs().max())
+
+
+def test_parity_error_reports_the_worst_group(regressor):
     deployable = make_deployable(regressor)
-    off_by_a_bit = Runner(lambda x: (deployable(x)[0] + 0.05,), None, "perturbed")
-    report = compare(off_by_a_bit, deployable, {"random": deployable.example_input(2)}, "onnx", TOLERANCES["onnx"])
-    assert not report.passed and report.max_abs_error == pytest.approx(0.05, rel=1e-3)
-    with pytest.raises(ParityError, match=r"params on random inputs has max abs error 5.0\d*e-02 > tolerance"):
+    crops = {"random": deployable.example_input(2)}
+    # 1e-3 rad on the yaw passed the old fp32 bound (1e-4 + 1e-5 x 600 mm); angles are now bounded in rad
+    assert 1e-3 < old_scaled_bound(deployable, 1e-4, 1e-5)
+    report = compare(perturbed(deployable, "angles", 1e-3, 1), deployable, crops, "onnx", TOLERANCES["onnx"])
+    assert not report.passed and report.worst.group == "angles" and report.worst.unit == "rad"
+    assert report.worst.max_abs_error == pytest.approx(1e-3, rel=1e-3)
+    assert [r.group for r in report.results if not r.passed] == ["angles"]
+    with pytest.raises(ParityError, match=r"angles \(params\) on random inputs has max abs error 1.0\d*e-03 rad > "
+                                          r"tolerance 1.000e-04 rad"):
         report.raise_if_failed()
+    assert report.to_dict()["worst"]["group"] == "angles" and "worst: angles" in report.table()
     exact = Runner(lambda x: deployable(x), None, "eager again")
-    assert compare(exact, deployable, {"random": deployable.example_input(2)}, "onnx", TOLERANCES["onnx"]).passed
+    assert compare(exact, deployable, crops, "onnx", TOLERANCES["onnx"]).passed
+
+
+def test_fp16_bound_no_longer_accepts_radians_of_error(regressor):
+    deployable = make_deployable(regressor)
+    crops = {"random": deployable.example_input(2)}
+    # the old fp16 bound, 1e-2 + 1e-2 x 600 mm, accepted 0.5 rad (29 degrees) on the pitch
+    assert 0.5 < old_scaled_bound(deployable, 1e-2, 1e-2)
+    report = compare(perturbed(deployable, "angles", 0.5), deployable, crops, "tensorrt-fp16",
+                     TOLERANCES["tensorrt-fp16"])
+    assert not report.passed and report.worst.group == "angles"
+    # while 1 mm on the 600 mm translation stays inside the fp16 engine's bound
+    assert compare(perturbed(deployable, "translation", 1.0, 2), deployable, crops, "tensorrt-fp16",
+                   TOLERANCES["tensorrt-fp16"]).passed
+
+
+def test_coefficients_are_bounded_in_sigma_units(regressor, builtin_model):
+    deployable = make_deployable(regressor)
+    assert "prior sigma" in deployable.coefficient_std_source
+    sigma = float(builtin_model.exp_std[3])
+    torch.testing.assert_close(deployable.coefficient_std[builtin_model.id_dims + 3], builtin_model.exp_std[3])
+    crops = {"random": deployable.example_input(2)}
+    bound = TOLERANCES["onnx"].coefficients_sigma
+    inside = compare(perturbed(deployable, "alpha_exp", 0.5 * bound * sigma, 3), deployable, crops, "onnx",
+                     TOLERANCES["onnx"])
+    outside = compare(perturbed(deployable, "alpha_exp", 2 * bound * sigma, 3), deployable, crops, "onnx",
+                      TOLERANCES["onnx"])
+    assert inside.passed and not outside.passed and outside.worst.group == "alpha_exp"
+    assert outside.worst.max_abs_error == pytest.approx(2 * bound, rel=1e-3)
+
+
+def test_sigma_falls_back_to_the_normalisation_without_the_model_file(regressor):
+    from dataclasses import replace
+
+    elsewhere = copy.copy(regressor)
+    elsewhere.model_identity = replace(regressor.model_identity, spec="/nonexistent/bfm.npz")
+    deployable = make_deployable(elsewhere)
+    assert "training split" in deployable.coefficient_std_source and "bfm.npz" in deployable.coefficient_std_source
+    layout = regressor.layout
+    torch.testing.assert_close(deployable.coefficient_std,
+                               regressor.normalizer.std[:layout.slices["alpha_exp"].stop].float())
 
 
 def test_static_batch_runner_pads_the_last_chunk():
