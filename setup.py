@@ -52,6 +52,8 @@ setup(
         "export": ["onnx>=1.17", "onnxscript>=0.7", "onnxruntime>=1.17"],
         # the ExecuTorch (.pte, XNNPACK) path; 1.5.1 installs beside torch 2.13 without replacing it
         "executorch": ["executorch==1.5.1"],
+        # TensorRT 10.x (BuilderFlag.FP16) and 11.x (strongly typed networks) are both supported; needs a CUDA GPU
+        "tensorrt": ["tensorrt>=10,<12"],
         "pytorch3d": ["pipablepytorch3d==0.7.6"],
         # `diffface curate` itself needs only the standard library; Playwright drives a browser for its
         # tests and the README screenshot (with the system's Chromium: apt-get install chromium)

@@ -7,6 +7,18 @@
   ``torch_tensorrt``).
 - ``torch2trt``: NVIDIA-AI-IOT's converter (unmaintained, not on PyPI), saved as its ``TRTModule`` state dict.
 
+Precision (``--fp16``), chosen by what the installed ``tensorrt`` offers (:func:`precision_plan`), for
+TensorRT 10.x and 11.x (``tensorrt>=10,<12``):
+
+- TensorRT 10 (``BuilderFlag.FP16`` exists; weak typing): the float32 ONNX graph, ``BuilderFlag.FP16`` so
+  that TensorRT may pick fp16 kernels, and the matrix products and element-wise layers (the last linear
+  layer, which carries the denormalisation with ``t_z`` ~600 mm, and the mesh head) pinned to float32 with
+  ``BuilderFlag.OBEY_PRECISION_CONSTRAINTS``.
+- TensorRT 11 (``BuilderFlag.FP16`` and the precision-constraint flags removed; networks are always strongly
+  typed, ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` set where the enum still has it): the types come
+  from the graph, so an fp16 ONNX graph is exported (:func:`fp16_deployable`: inputs and outputs float32,
+  the convolutions in float16, the same last layer and mesh head in float32).
+
 Engines are specific to the GPU, the TensorRT version, the precision and the input shapes; the cache key
 hashes all of them with the model's bytes, so a stale engine is never reused. Everything imports lazily:
 without ``tensorrt`` (and a CUDA GPU) only :func:`check_onnx_for_tensorrt` runs, which checks the ONNX graph
@@ -15,17 +27,21 @@ against the TensorRT ONNX parser's operator list and opset range and the static 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import io
 import tempfile
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
 import torch
+from torch import nn
 
 from .backends import BackendUnavailable, import_backend
 from .config import ExportConfig
-from .deploy import Deployable
+from .deploy import Deployable, FaceMeshModel, FaceParametersModel
 from .runtime import Runner, module_runner
 
 # The opsets TensorRT 10.x's ONNX parser reads (operators.md: "opset 9 to opset 20"); TensorRT 8.6 stops at 17.
@@ -47,6 +63,9 @@ Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh
 Transpose Trilu Unsqueeze Where Xor
 """.split())
 WORKSPACE_BYTES = 1 << 30
+# TensorRT 10 with BuilderFlag.FP16: layer types kept in float32 (the last linear layer is a matrix product and an
+# element-wise bias add whose bias holds the denormalisation means, t_z ~600 mm, beyond fp16's 0.5 mm steps there)
+FP32_LAYER_TYPES = ("MATRIX_MULTIPLY", "ELEMENTWISE")
 
 
 class TensorRTCompatibilityError(ValueError):
@@ -134,23 +153,111 @@ def _input_shape(deployable: Deployable, batch: int) -> tuple[int, int, int, int
     return (batch, 3, deployable.input_size, deployable.input_size)
 
 
+# --- precision: TensorRT 10's builder flags or TensorRT 11's strong typing -------------------------------------
+@dataclasses.dataclass(frozen=True)
+class PrecisionPlan:
+    """How an engine gets its precision on the installed TensorRT.
+
+    Attributes:
+        api: ``"builder-flag"`` (TensorRT <= 10, weak typing) or ``"strongly-typed"`` (TensorRT >= 11).
+        fp16_graph: parse the fp16 ONNX graph of :func:`fp16_deployable` instead of the float32 one.
+        network_flags: the bits passed to ``Builder.create_network``.
+        builder_flags: names of the ``BuilderFlag`` members to set.
+        fp32_layer_types: names of the ``LayerType`` members whose layers are pinned to float32.
+    """
+
+    api: str
+    fp16_graph: bool
+    network_flags: int
+    builder_flags: tuple[str, ...]
+    fp32_layer_types: tuple[str, ...]
+
+
+def tensorrt_major(trt: ModuleType) -> int:
+    return int(str(trt.__version__).split(".")[0])
+
+
+def precision_plan(trt: ModuleType, fp16: bool) -> PrecisionPlan:
+    """The precision settings for ``trt`` (the imported module), decided by which API it has.
+
+    ``BuilderFlag.FP16`` present: weak typing (TensorRT 10 and before). Absent (TensorRT 11 removed it with
+    every precision flag): a strongly typed network, whose fp16 layers must come from an fp16 graph.
+    """
+    creation = trt.NetworkDefinitionCreationFlag
+    flags = 0
+    if tensorrt_major(trt) < 10 and hasattr(creation, "EXPLICIT_BATCH"):  # implicit batch was the default before 10
+        flags |= 1 << int(creation.EXPLICIT_BATCH)
+    if hasattr(trt.BuilderFlag, "FP16"):
+        if not fp16:
+            return PrecisionPlan("builder-flag", False, flags, (), ())
+        return PrecisionPlan("builder-flag", False, flags, ("FP16", "OBEY_PRECISION_CONSTRAINTS"), FP32_LAYER_TYPES)
+    if hasattr(creation, "STRONGLY_TYPED"):  # deprecated and ignored in 11 (always strongly typed), kept explicit
+        flags |= 1 << int(creation.STRONGLY_TYPED)
+    return PrecisionPlan("strongly-typed", fp16, flags, (), ())
+
+
+class _ToDtype(nn.Module):
+    """Casts its input to ``dtype`` (exported as an ONNX ``Cast``)."""
+
+    def __init__(self, dtype: torch.dtype):
+        super().__init__()
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.dtype)
+
+
+def fp16_deployable(deployable: Deployable) -> Deployable:
+    """A copy of ``deployable`` whose convolutions and pooling run in float16, for TensorRT 11's strongly
+    typed networks (the graph's types are the engine's types).
+
+    Inputs and outputs stay float32; the last linear layer (the denormalisation is folded into it: float16
+    has 0.5 mm steps at t_z = 600 mm) and the mesh head run in float32.
+    """
+    if not isinstance(deployable.module, (FaceParametersModel, FaceMeshModel)):
+        raise ValueError(f"no fp16 recipe for {type(deployable.module).__name__}")
+    module = copy.deepcopy(deployable.module)
+    features, pool, flatten, last = module.body  # parameter_graph's layers
+    module.body = nn.Sequential(_ToDtype(torch.float16), features.half(), pool, flatten, _ToDtype(torch.float32),
+                                last)
+    return dataclasses.replace(deployable, module=module.eval())
+
+
+def pin_layers_to_fp32(trt: ModuleType, network, layer_types: tuple[str, ...]) -> int:
+    """Set the precision and output types of ``network``'s layers of ``layer_types`` to float32 (weak typing
+    with ``OBEY_PRECISION_CONSTRAINTS``). Returns how many layers were pinned."""
+    wanted = {getattr(trt.LayerType, name) for name in layer_types if hasattr(trt.LayerType, name)}
+    pinned = 0
+    for index in range(network.num_layers):
+        layer = network.get_layer(index)
+        if layer.type in wanted:
+            layer.precision = trt.float32
+            for output in range(layer.num_outputs):
+                layer.set_output_type(output, trt.float32)
+            pinned += 1
+    return pinned
+
+
 # --- TensorRT ONNX parser --------------------------------------------------------------------------------------
-def build_engine_from_onnx(onnx_bytes: bytes, config: ExportConfig, input_shape: tuple[int, ...]) -> bytes:
-    """A serialised TensorRT engine of an ONNX graph (``trtexec --onnx [--fp16]`` in Python)."""
+def build_engine_from_onnx(onnx_bytes: bytes, config: ExportConfig, input_shape: tuple[int, ...],
+                           plan: PrecisionPlan | None = None) -> bytes:
+    """A serialised TensorRT engine of an ONNX graph (``trtexec --onnx [--fp16]`` in Python), with the
+    precision settings of ``plan`` (default: :func:`precision_plan` of the installed TensorRT)."""
     trt = import_backend("tensorrt")
+    plan = plan or precision_plan(trt, config.fp16)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    explicit_batch = 0 if int(trt.__version__.split(".")[0]) >= 10 else \
-        1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(explicit_batch)
+    network = builder.create_network(plan.network_flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise TensorRTCompatibilityError(f"TensorRT's ONNX parser rejected the graph: {errors}")
     builder_config = builder.create_builder_config()
     builder_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-    if config.fp16:
-        builder_config.set_flag(trt.BuilderFlag.FP16)
+    for flag in plan.builder_flags:
+        builder_config.set_flag(getattr(trt.BuilderFlag, flag))
+    if plan.fp32_layer_types:
+        pin_layers_to_fp32(trt, network, plan.fp32_layer_types)
     if config.dynamic_batch:
         profile = builder.create_optimization_profile()
         name = network.get_input(0).name
@@ -168,23 +275,29 @@ def export_tensorrt_onnx_parser(deployable: Deployable, config: ExportConfig, pa
 
     trt = import_backend("tensorrt")
     _require_cuda("TensorRT")
+    plan = precision_plan(trt, config.fp16)
+    graph = fp16_deployable(deployable) if plan.fp16_graph else deployable
     shape = _input_shape(deployable, config.batch_size)
-    key = engine_cache_key(model_fingerprint(deployable, f"opset {config.opset}"), config, shape, "onnx-parser",
+    key = engine_cache_key(model_fingerprint(graph, f"opset {config.opset}, {plan}"), config, shape, "onnx-parser",
                            trt.__version__, torch.cuda.get_device_name())
     notes: list[str] = []
 
     def build() -> bytes:
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = Path(tmp) / "model.onnx"
-            notes.extend(export_onnx(deployable, config, onnx_path))
+            notes.extend(export_onnx(graph, config, onnx_path))
             problems = check_onnx_for_tensorrt(onnx_path, require_static=not config.dynamic_batch)
             if problems:
                 raise TensorRTCompatibilityError("; ".join(problems))
-            return build_engine_from_onnx(onnx_path.read_bytes(), config, shape)
+            return build_engine_from_onnx(onnx_path.read_bytes(), config, shape, plan)
 
     engine, cache_note = cached_build(config.engine_cache, key, build)
     path.write_bytes(engine)
-    return notes + [f"TensorRT {trt.__version__} {'fp16' if config.fp16 else 'fp32'} engine; {cache_note}"]
+    precision = "fp32"
+    if config.fp16:
+        precision = ("fp16 (strongly typed: fp16 ONNX graph)" if plan.fp16_graph else
+                     "fp16 (BuilderFlag.FP16, matrix products and element-wise layers pinned to fp32)")
+    return notes + [f"TensorRT {trt.__version__} {precision} engine; {cache_note}"]
 
 
 def load_tensorrt_engine(path: str | Path, config: ExportConfig | None = None) -> Runner:
@@ -254,6 +367,9 @@ def export_torch2trt(deployable: Deployable, config: ExportConfig, path: Path) -
     """Convert with ``torch2trt`` (its own TensorRT network builder) and save the ``TRTModule`` state dict."""
     torch2trt = import_backend("torch2trt")
     trt = import_backend("tensorrt")
+    if config.fp16 and precision_plan(trt, True).api != "builder-flag":
+        raise BackendUnavailable(f"torch2trt's fp16_mode sets BuilderFlag.FP16, which TensorRT {trt.__version__} "
+                                 "no longer has (removed in 11); use --tensorrt-backend onnx-parser for fp16")
     _require_cuda("torch2trt")
     shape = _input_shape(deployable, config.batch_size)
 
