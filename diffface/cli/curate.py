@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
@@ -12,11 +13,14 @@ def add_parser(sub) -> None:
                     "and landmarks beside the rendered fit, its quality score and automatic flags. Click or press "
                     "k (keep), r/x (reject), u/Ctrl+Z (undo), arrows (move), f (filter), s (sort). Every decision "
                     "is appended to DATASET/curation.jsonl before the page shows it saved; the dataset reader "
-                    "leaves rejected items out. With --export, write the decisions and exit.")
+                    "leaves rejected items out. The printed URL carries a random session token that every "
+                    "request must present (other web pages cannot post decisions or read the items). "
+                    "With --export, write the decisions and exit.")
     p.add_argument("dataset", type=Path, help="a dataset folder built by `diffface build-dataset`")
     p.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0: any free port)")
     p.add_argument("--host", default="127.0.0.1",
-                   help="interface to bind (default 127.0.0.1, this machine only)")
+                   help="interface to bind (default 127.0.0.1, this machine only; another one, e.g. 0.0.0.0, lets "
+                        "anyone on the network who has the URL change the decisions, over unencrypted HTTP)")
     p.add_argument("--export", type=Path, metavar="FILE",
                    help="write the decisions to FILE and exit: JSON for *.json ({keep, reject, unreviewed}), "
                         "else 'decision<TAB>name' lines")
@@ -26,7 +30,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from diffface.data.curation import CurationServer, decision_lists, export_decisions
+    from diffface.data.curation import CurationServer, decision_lists, export_decisions, is_loopback_host
     from diffface.data.format import read_info
 
     read_info(args.dataset)  # a clear error for a folder that is not a dataset
@@ -41,6 +45,11 @@ def run(args) -> int:
         server = CurationServer(args.dataset, port=args.port, host=args.host)
     except OSError as exc:
         raise RuntimeError(f"cannot listen on {args.host}:{args.port} ({exc}); try --port 0") from exc
+    if not is_loopback_host(args.host):
+        print(f"WARNING: --host {args.host} serves the curation page beyond this machine: anyone on the network "
+              f"who sees the URL (with its token) can change the decisions of {args.dataset}, and HTTP sends it "
+              f"unencrypted; use the default --host 127.0.0.1 (with an SSH tunnel for a remote machine) unless "
+              f"this network is trusted", file=sys.stderr, flush=True)
     print(f"curating {args.dataset} ({len(server.session.entries)} items): open {server.url}  (Ctrl+C to stop)",
           flush=True)
     try:

@@ -17,13 +17,25 @@ A small local web server (stdlib ``http.server``, bound to 127.0.0.1 by default)
 ``GET /items/<name>.png``          the crop; ``/previews/<name>.png`` the preview
 =================================  ==========================================================================
 
+Every request, the page included, must carry the session's random token (:attr:`CurationServer.token`,
+printed in :attr:`CurationServer.url`): in the ``X-Curation-Token`` header (the page's fetches) or as
+``?token=`` (the page itself, images, export links); without it the reply is 403. So must its ``Host``
+header name this server (the bound host, ``localhost`` or ``127.0.0.1`` with the port; on a wildcard bind
+also any IP address or this machine's name) and an ``Origin``, when sent, be ``http://`` + that Host: another
+web page the user visits can neither post decisions (CSRF) nor, through DNS rebinding, read the items.
+Request bodies are bounded (:data:`MAX_BODY_BYTES`); a bad ``Content-Length`` or body is a 4xx reply.
+
 The decisions live only in the append-only ``curation.jsonl`` (:func:`~diffface.data.format.append_decision`),
 which :class:`~diffface.data.format.FaceDataset` honours: a crash or a closed tab loses nothing saved.
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
+import secrets
+import socket
 import threading
 from dataclasses import asdict
 from http import HTTPStatus
@@ -38,6 +50,47 @@ from .format import DECISIONS, ITEMS_DIR, append_decision, read_decisions, read_
 
 PREVIEWS_DIR = "previews"
 MAX_BODY_BYTES = 1 << 16
+TOKEN_HEADER = "X-Curation-Token"
+WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for a host that only this machine can reach (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_ip_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+def host_names(bound_host: str) -> frozenset[str]:
+    """The names a request's ``Host`` may give a server bound to ``bound_host``: that host, ``localhost``,
+    ``127.0.0.1`` and ``::1``, and on a wildcard bind (``0.0.0.0``) this machine's names too."""
+    names = {bound_host.lower(), "localhost", "127.0.0.1", "::1"}
+    if bound_host in WILDCARD_HOSTS:
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    return frozenset(names)
+
+
+def accepts_host(host_header: str, bound_host: str, port: int, names: frozenset[str]) -> bool:
+    """Whether a ``Host`` header names the server: one of ``names`` (:func:`host_names`) with its ``port``; on a
+    wildcard bind also any IP address (DNS rebinding needs a domain name, so an address is no such attack)."""
+    name, _, given_port = host_header.rpartition(":")
+    if not name or given_port != str(port):
+        return False
+    name = name.lower()
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    return name in names or (bound_host in WILDCARD_HOSTS and _is_ip_address(name))
 
 
 def decision_lists(root: str | Path) -> dict[str, list[str]]:
@@ -118,10 +171,19 @@ class CurationSession:
         return path if path.is_file() else None
 
 
+class RequestError(Exception):
+    """A request refused with ``status`` and a one-line ``message``."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
 class CurationHandler(BaseHTTPRequestHandler):
     """Requests of one page (the session is ``self.server.session``)."""
 
     server_version = "diffface-curate"
+    timeout = 30  # seconds a client may take to send its request (a body shorter than announced waits this long)
 
     def log_message(self, format: str, *args) -> None:  # keep the terminal for the URL and errors
         pass
@@ -139,7 +201,72 @@ class CurationHandler(BaseHTTPRequestHandler):
     def _json(self, data, status: int = HTTPStatus.OK) -> None:
         self._send(status, json.dumps(data).encode(), "application/json")
 
+    def _check_request(self) -> None:
+        """Raise :class:`RequestError` (403) unless the Host, the Origin and the session token are this server's."""
+        server: CurationServer = self.server
+        host = self.headers.get("Host", "")
+        if not accepts_host(host, server.host, server.server_address[1], server.host_names):
+            raise RequestError(HTTPStatus.FORBIDDEN, f"Host {host[:80]!r} is not this server's address")
+        origin = self.headers.get("Origin")
+        if origin is not None and origin != f"http://{host}":
+            raise RequestError(HTTPStatus.FORBIDDEN, f"Origin {origin[:80]!r} is not this server's page")
+        token = self.headers.get(TOKEN_HEADER) or parse_qs(urlparse(self.path).query).get("token", [""])[0]
+        if not hmac.compare_digest(token.encode("utf-8", "replace"), server.token.encode()):
+            raise RequestError(HTTPStatus.FORBIDDEN, "missing or wrong session token: open the URL that "
+                                                     "`diffface curate` printed (it ends with ?token=...)")
+
+    def _body_length(self) -> int:
+        """The declared ``Content-Length`` (0 when absent); :class:`RequestError` when it is not a byte count or
+        exceeds :data:`MAX_BODY_BYTES`."""
+        declared = self.headers.get("Content-Length")
+        if declared is None:
+            return 0
+        digits = declared.strip()
+        if not (digits.isascii() and digits.isdigit()):  # int() would also take "-1", "1_0" and " +5"
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"Content-Length {declared[:40]!r} is not a byte count")
+        digits = digits.lstrip("0") or "0"
+        if len(digits) > len(str(MAX_BODY_BYTES)) or int(digits) > MAX_BODY_BYTES:
+            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                               f"request body of {digits[:20]} bytes; at most {MAX_BODY_BYTES}")
+        return int(digits)
+
+    def _read_json_body(self) -> dict:
+        """The request's JSON object, read within :data:`MAX_BODY_BYTES` (an empty body is ``{}``)."""
+        length = self._body_length()
+        try:
+            raw = self.rfile.read(length)
+        except OSError:  # the socket timed out (see ``timeout``) or the client went away
+            raise RequestError(HTTPStatus.REQUEST_TIMEOUT, "request body not received in time") from None
+        if len(raw) < length:
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"request body ended after {len(raw)} of {length} bytes")
+        try:
+            body = json.loads(raw or b"{}")
+        except RecursionError:  # deeply nested arrays or objects
+            raise RequestError(HTTPStatus.BAD_REQUEST, "request body nests JSON too deeply") from None
+        except ValueError as exc:  # invalid JSON or UTF-8
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"request body is not valid JSON ({exc})") from None
+        if not isinstance(body, dict):
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"request body must be a JSON object, got {type(body).__name__}")
+        return body
+
+    def _discard_body(self) -> None:
+        """Read a refused request's body when it is small enough, so that closing the connection does not reset
+        it before the client reads the reply."""
+        try:
+            self.rfile.read(self._body_length())
+        except (RequestError, OSError):
+            pass
+
+    def _refused(self, error: RequestError) -> None:
+        self.close_connection = True  # an unread body must not be taken for the next request
+        self._json({"error": str(error)}, error.status)
+
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        try:
+            self._check_request()
+        except RequestError as error:
+            self._refused(error)
+            return
         session: CurationSession = self.server.session
         url = urlparse(self.path)
         parts = [unquote(p) for p in url.path.split("/") if p]
@@ -165,12 +292,18 @@ class CurationHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         session: CurationSession = self.server.session
         path = urlparse(self.path).path
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            self._json({"error": "request too large"}, HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+        try:
+            self._check_request()
+        except RequestError as error:
+            self._discard_body()
+            self._refused(error)
             return
         try:
-            body = json.loads(self.rfile.read(length) or b"{}")
+            body = self._read_json_body()
+        except RequestError as error:
+            self._refused(error)
+            return
+        try:
             if path == "/api/decision":
                 self._json(session.decide(str(body.get("name")), str(body.get("decision"))))
             elif path == "/api/undo":
@@ -179,7 +312,7 @@ class CurationHandler(BaseHTTPRequestHandler):
                 self._json({"error": f"not found: {path}"}, HTTPStatus.NOT_FOUND)
         except KeyError as exc:
             self._json({"error": str(exc.args[0])}, HTTPStatus.NOT_FOUND)
-        except (ValueError, AttributeError) as exc:
+        except ValueError as exc:
             self._json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
         except OSError as exc:  # the disk refused the decision: say so, the page shows it as not saved
             self._json({"error": f"could not save: {exc}"}, HTTPStatus.INTERNAL_SERVER_ERROR)
@@ -191,22 +324,31 @@ class CurationServer(ThreadingHTTPServer):
     Args:
         root: the dataset folder.
         port: TCP port (0: any free port; see :attr:`url`).
-        host: interface to bind (127.0.0.1: this machine only).
+        host: interface to bind (127.0.0.1: this machine only; see :func:`is_loopback_host`).
+        token: the session token every request must carry (None: a new random one,
+            ``secrets.token_urlsafe``).
 
     Example:
         >>> server = CurationServer("dataset", port=0)
         >>> threading.Thread(target=server.serve_forever, daemon=True).start()
-        >>> print(server.url)   # open it in a browser
+        >>> print(server.url)   # open it in a browser: http://127.0.0.1:PORT/?token=...
         >>> server.shutdown(); server.server_close()
     """
 
     daemon_threads = True
 
-    def __init__(self, root: str | Path, port: int = 0, host: str = "127.0.0.1"):
+    def __init__(self, root: str | Path, port: int = 0, host: str = "127.0.0.1", token: str | None = None):
         self.session = CurationSession(root)
+        self.token = token or secrets.token_urlsafe(24)
         super().__init__((host, port), CurationHandler)
+        self.host = host
+        self.host_names = host_names(host)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.server_address[1]}/"
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}/"
+        """The page's address, with the session token."""
+        return f"{self.base_url}?token={self.token}"

@@ -2,7 +2,9 @@
 
 Keys: ``k`` keep, ``r`` or ``x`` reject, ``u`` or ``Ctrl+Z`` undo, arrows move the focus, ``f`` cycles the
 filter, ``s`` cycles the sort order. A decision is sent to the server at once and shown as saved only
-after the server has appended it to ``curation.jsonl``.
+after the server has appended it to ``curation.jsonl``. The session token of the page's address
+(``?token=...``) goes with every request: in the ``X-Curation-Token`` header of the fetches, in the query of
+image and export links.
 """
 
 PAGE = r"""<!doctype html>
@@ -70,6 +72,13 @@ PAGE = r"""<!doctype html>
 "use strict";
 const state = { items: [], filter: "all", sort: "worst", focus: 0, pending: 0 };
 window.curation = state;
+// the server answers only requests carrying the session token of this page's address
+const token = new URLSearchParams(location.search).get("token") || "";
+const tokenHeaders = { "X-Curation-Token": token };
+function withToken(url) {
+  return url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
+}
+for (const link of document.querySelectorAll("a[download]")) link.href = withToken(link.getAttribute("href"));
 const grid = document.getElementById("grid");
 const statusLine = document.getElementById("status");
 
@@ -107,7 +116,8 @@ function card(it, index) {
   const img = document.createElement("img");
   img.loading = "lazy";
   img.alt = it.name;
-  img.src = it.preview ? `/previews/${encodeURIComponent(it.name)}.png` : `/items/${encodeURIComponent(it.name)}.png`;
+  img.src = withToken(it.preview ? `/previews/${encodeURIComponent(it.name)}.png`
+                                 : `/items/${encodeURIComponent(it.name)}.png`);
   div.appendChild(img);
   const q = it.quality || {};
   const score = typeof q.score === "number" ? q.score.toFixed(2) : "–";
@@ -168,8 +178,8 @@ function applyDecision(name, decision, focusAfter) {
 async function post(url, body) {
   state.pending += 1;
   try {
-    const response = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" },
-                                        body: JSON.stringify(body || {}) });
+    const headers = { "Content-Type": "application/json", ...tokenHeaders };
+    const response = await fetch(url, { method: "POST", headers, body: JSON.stringify(body || {}) });
     const data = await response.json();
     if (!response.ok) throw new Error(data.error || response.statusText);
     return data;
@@ -238,8 +248,9 @@ document.addEventListener("keydown", ev => {
 });
 
 async function load() {
-  const response = await fetch("/api/items");
+  const response = await fetch("/api/items", { headers: tokenHeaders });
   const data = await response.json();
+  if (!response.ok) throw new Error(data.error || response.statusText);
   state.items = data.items;
   document.title = `diffface curate: ${data.root}`;
   render();

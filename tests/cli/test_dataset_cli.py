@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
 import pytest
@@ -58,9 +59,13 @@ def test_curate_serves_on_localhost_and_prints_the_url(cli_dataset):
         line = process.stdout.readline()
         url = line.split("open ")[1].split()[0]
         assert url.startswith("http://127.0.0.1:") and "3 items" in line
-        with urllib.request.urlopen(url + "api/items", timeout=10) as response:
+        base, token = url.split("?token=")
+        with urllib.request.urlopen(urllib.request.Request(base + "api/items", headers={"X-Curation-Token": token}),
+                                    timeout=10) as response:
             items = json.loads(response.read())["items"]
         assert len(items) == 3 and all(it["preview"] for it in items)
+        with pytest.raises(urllib.error.HTTPError, match="403"):  # the API answers only with the printed token
+            urllib.request.urlopen(base + "api/items", timeout=10)
     finally:
         process.terminate()
         process.wait(10)
