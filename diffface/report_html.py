@@ -35,6 +35,11 @@ pre { white-space: pre-wrap; word-break: break-all; background: #f5f7fa; border:
 .ok { color: #17803d; } .fail { color: #b42318; }
 """
 
+# what diffface.evaluation.metrics.normalized_distance_d computes (the report and the demo's table say it)
+D_DEFINITION = ("d = 100·‖S − S_gt‖² / ‖S_gt − mean(S_gt)‖²: the squared distance of the ICP-aligned "
+                "reconstruction's vertices S to their closest points S_gt on the ground-truth surface, in "
+                "percent of the squared spread of those points about their centroid (squared Frobenius norms)")
+
 TABLE_COLUMNS = (  # report key, header, format
     ("n", "n", "{:d}"), ("auc", "AUC (d ≤ 1)", "{:.3f}"), ("median", "median d", "{:.3f}"),
     ("mean_mm", "mean error (mm)", "{:.2f}"), ("median_mm", "median error (mm)", "{:.2f}"),
@@ -110,9 +115,8 @@ def report_html(report: dict, out_dir: str | Path) -> str:
     ]
     if report["ground_truth"]:
         sections.append("<p>Held-out faces, each reconstruction aligned to its ground-truth mesh by ICP (rigid). "
-                        "<i>d</i>: mean distance to the ground-truth surface over the outer-interocular distance; "
-                        "AUC of the CED over d ≤ 1 (higher is better); 2D landmark RMS: the reconstruction's "
-                        "projected landmarks against the observed ones.</p>")
+                        f"{html.escape(D_DEFINITION)}; AUC of the CED over d ≤ 1 (higher is better); 2D "
+                        "landmark RMS: the reconstruction's projected landmarks against the observed ones.</p>")
     else:
         sections.append('<p class="note">These photos have no ground-truth 3D shape, so there is nothing to '
                         "evaluate the reconstructions against: the table shows how well each reproduces the "

@@ -4,10 +4,12 @@ report that a real browser renders, and command lines the CLI accepts."""
 from __future__ import annotations
 
 import contextlib
+import html
 import io
 import json
 import math
 import shlex
+import time
 from html.parser import HTMLParser
 from importlib import import_module
 from pathlib import Path
@@ -20,18 +22,21 @@ from diffface.cli.main import COMMANDS, build_parser, main
 from diffface.demo import METHODS, STEP_OUTPUTS, STEPS, DemoConfig, DemoStepError, run_demo
 from diffface.landmark_io import write_pts
 from diffface.landmarks.annotations import read_landmark_file
+from diffface.report_html import D_DEFINITION
 
 QUICK_HELDOUT = DemoConfig.quick().heldout_faces
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> tuple[Path, dict, dict]:
-    """The reduced demo run once through the CLI: (folder, report.json, the printed JSON)."""
+def demo(tmp_path_factory) -> tuple[Path, dict, dict, float]:
+    """The reduced demo run once through the CLI: (folder, report.json, the printed JSON, wall-clock seconds)."""
     out = tmp_path_factory.mktemp("demo") / "demo_out"
     printed = io.StringIO()
+    started = time.perf_counter()
     with contextlib.redirect_stdout(printed):
         assert main(["demo", "--out", str(out), "--quick", "--json"]) == 0
-    return out, json.loads((out / "report.json").read_text()), json.loads(printed.getvalue())
+    wall = time.perf_counter() - started
+    return out, json.loads((out / "report.json").read_text()), json.loads(printed.getvalue()), wall
 
 
 def _row(report: dict, method: str) -> dict:
@@ -39,12 +44,16 @@ def _row(report: dict, method: str) -> dict:
 
 
 def test_every_step_ran_and_wrote_its_outputs(demo):
-    out, report, printed = demo
+    out, report, printed, wall = demo
     assert printed == report
     assert list(report["steps"]) == list(STEPS)
     for name, relative in STEP_OUTPUTS.items():
         assert (out / relative).exists(), f"step {name} wrote no {relative}"
-        assert report["steps"][name]["seconds"] >= 0
+    # the steps are timed back to back inside the run, which the CLI call contains; rounding: 0.01 s a step
+    seconds = {name: report["steps"][name]["seconds"] for name in STEPS}
+    assert report["seconds_total"] <= wall
+    assert 0.8 * report["seconds_total"] <= sum(seconds.values()) <= report["seconds_total"] + 0.01 * len(STEPS)
+    assert min(seconds["fit"], seconds["train"], seconds["export"]) > 0.1  # work that cannot take no time
     assert len(list((out / "inputs/heldout/meshes").glob("*.obj"))) == QUICK_HELDOUT
     assert len(list((out / "landmarks/train").glob("*.pts"))) == report["steps"]["inputs"]["train"]["faces"]
     for fit in ("train", "heldout_landmarks", "heldout_texture"):
@@ -60,7 +69,7 @@ def test_every_step_ran_and_wrote_its_outputs(demo):
 
 
 def test_curation_rejects_exactly_the_flagged_items(demo):
-    out, report, _ = demo
+    out, report, *_ = demo
     index = json.loads((out / "dataset/index.json").read_text())["items"]
     flagged = {item["name"] for item in index if item["flags"]}
     decisions = [json.loads(line) for line in (out / "dataset/curation.jsonl").read_text().splitlines()] \
@@ -71,7 +80,7 @@ def test_curation_rejects_exactly_the_flagged_items(demo):
 
 
 def test_figures_are_finite_and_fits_beat_the_mean_shape(demo):
-    _, report, _ = demo
+    _, report, *_ = demo
     assert [row["method"] for row in report["table"]] == list(METHODS)
     for row in report["table"]:
         assert row["n"] == QUICK_HELDOUT and row["n_failed"] == 0, row
@@ -102,7 +111,7 @@ class _Resources(HTMLParser):
 
 
 def test_report_html_is_self_contained(demo):
-    out, _, _ = demo
+    out, *_ = demo
     page = (out / "report.html").read_text(encoding="utf-8")
     parser = _Resources()
     parser.feed(page)
@@ -113,11 +122,21 @@ def test_report_html_is_self_contained(demo):
     assert "http://" not in page and "https://" not in page and "url(" not in page
     for method in METHODS:
         assert f"<td>{method}</td>" in page
+    assert html.escape(D_DEFINITION) in page and "interocular" not in page  # d as the evaluation computes it
+
+
+def test_printed_table_defines_d(demo, capsys):
+    from diffface.cli.demo import print_table
+
+    _, report, *_ = demo
+    print_table(report)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["method", "n", "AUC"] and D_DEFINITION in lines
 
 
 def test_commands_are_accepted_by_the_cli(demo):
     """Every reproduce command parses, and its settings resolve (e.g. ``--set`` values have the right types)."""
-    out, report, _ = demo
+    out, report, *_ = demo
     assert set(report["commands"]) == set(STEPS) - {"figures"}
     parser = build_parser()
     checked = 0
@@ -160,7 +179,7 @@ def test_cli_rejects_landmarks_without_images(tmp_path, capsys):
 def test_photos_without_ground_truth(demo, tmp_path):
     """The user's-photos path: photos of several sizes, one without landmarks (set aside, not fatal); no
     synthesis and no evaluation, but the fits and predictions are shown and their 2D error measured."""
-    source, _, _ = demo
+    source, *_ = demo
     photos = tmp_path / "photos"
     photos.mkdir()
     sizes = {8: (150, 120), 9: (80, 80)}  # the two held out (the last two by name): other sizes and shapes
@@ -192,7 +211,7 @@ def test_photos_without_ground_truth(demo, tmp_path):
 def test_report_renders_in_chromium(demo, chromium_path, tmp_path):
     from diffface.report_html import screenshot_report
 
-    out, _, _ = demo
+    out, *_ = demo
     png = tmp_path / "report.png"
     state = screenshot_report(out / "report.html", png, str(chromium_path), full_page=True)
     assert state["title"] == "diffface demo report"

@@ -60,7 +60,7 @@ def resolve_config(args):
 
 def print_table(report: dict) -> None:
     """The figures table and the time per step, as plain text."""
-    from ..report_html import TABLE_COLUMNS, format_value
+    from ..report_html import D_DEFINITION, TABLE_COLUMNS, format_value
 
     headers = ["method"] + [header for _, header, _ in TABLE_COLUMNS]
     rows = [[row["method"]] + [format_value(row.get(key), fmt) for key, _, fmt in TABLE_COLUMNS]
@@ -69,7 +69,9 @@ def print_table(report: dict) -> None:
     for line in [headers] + rows:
         print("  ".join(str(cell).rjust(width) if i else str(cell).ljust(width)
                         for i, (cell, width) in enumerate(zip(line, widths))))
-    if not report["ground_truth"]:
+    if report["ground_truth"]:
+        print(D_DEFINITION)
+    else:
         print("(no ground truth for these photos: only the 2D landmark error is measured)")
     print("seconds per step: " + ", ".join(f"{name} {f['seconds']:.0f}" for name, f in report["steps"].items())
           + f"; total {report['seconds_total']:.0f}")
