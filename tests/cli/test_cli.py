@@ -72,8 +72,8 @@ def test_demo_rejects_bad_settings_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "demo").exists()
 
 
-def test_convert_eos_bin_with_blendshapes_passes_options(shared_data, tmp_path, capsys):
-    pytest.importorskip("eos")
+def test_convert_eos_bin_with_blendshapes_passes_options(shared_data, optional_import, tmp_path, capsys):
+    optional_import("eos", 'pip install "diffface[eos]"  (or: pip install eos-py)')
     sfm = shared_data / "sfm"
     out = tmp_path / "eos.npz"
     assert main(["convert-model", str(sfm / "sfm_shape_3448.bin"), "--expression",

@@ -6,8 +6,13 @@ from diffface.loaders.eos_bin import load_eos_bin
 from diffface.model_format import ModelFormatError
 from diffface.uv import outward_score
 
-eos = pytest.importorskip("eos", reason="eos-py is not installed (pip install eos-py)")
-morphablemodel = eos.morphablemodel
+morphablemodel = None  # eos.morphablemodel, set by _eos: skips without eos-py, fails under DIFFFACE_REQUIRE_OPTIONAL=1
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _eos(optional_import):
+    global morphablemodel
+    morphablemodel = optional_import("eos", 'pip install "diffface[eos]"  (or: pip install eos-py)').morphablemodel
 
 
 def pca(mean, basis, eigenvalues, triangles):
