@@ -22,13 +22,14 @@ def normalised_mean_error(predicted: np.ndarray, truth: np.ndarray) -> float:
     return float(np.linalg.norm(predicted - truth, axis=1).mean() / np.linalg.norm(truth[36] - truth[45]))
 
 
-def test_dlib_on_the_shared_photo_is_within_4_percent(detector, shared_data):
+def test_dlib_on_the_shared_photo_is_within_3_percent(detector, shared_data):
+    """The README's figure: 2.5 % of the inter-ocular distance (2.51 % measured); 3 % leaves a margin."""
     image = read_image(shared_data / "faces" / "image_0010.png")
     truth = read_pts(shared_data / "faces" / "image_0010.pts")
     face = detector.detect_one(image, "image_0010.png")
     nme = normalised_mean_error(face.landmarks, truth)
     print(f"dlib NME on image_0010 (inter-ocular): {100 * nme:.2f} %")
-    assert nme < 0.04
+    assert nme < 0.03
     x0, y0, x1, y1 = face.box
     assert x0 < truth[:, 0].mean() < x1 and y0 < truth[:, 1].mean() < y1
     # the same landmarks from the given box, without the face detector
