@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from .output import print_figures
@@ -26,6 +27,9 @@ def add_parser(sub) -> None:
     p.add_argument("--predictor", type=Path, help="dlib: the 68-point shape predictor .dat")
     p.add_argument("--annotations", type=Path, help="pts: folder of annotation files (default: beside the images)")
     p.add_argument("--device", default="cpu", help="FAN: cpu or cuda")
+    p.add_argument("--max-image-pixels", type=int, metavar="N",
+                   help="record images of more pixels (width x height) as failed, unread (default: Pillow's "
+                        "limit, 89,478,485; 0: no limit)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
@@ -47,19 +51,30 @@ def detector_options(args) -> dict:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from ..landmarks import LandmarkJobConfig, landmark_images, list_images, make_detector
+    from ..landmarks import (InputLimits, LandmarkJobConfig, landmark_images, left_out_note, make_detector,
+                             scan_image_folder)
 
-    images = list_images(args.images)
-    if not images:
-        raise FileNotFoundError(f"{args.images}: no images (.png, .jpg, .jpeg, .bmp, .tif, .webp) in this folder")
+    scan = scan_image_folder(args.images)
+    if not scan.images:
+        raise FileNotFoundError(f"{args.images}: no images (.png, .jpg, .jpeg, .bmp, .tif, .webp, .ppm, ...) in "
+                                "this folder")
+    limits = InputLimits() if args.max_image_pixels is None else InputLimits(max_image_pixels=args.max_image_pixels)
     detector = make_detector(args.detector, **detector_options(args))
-    config = LandmarkJobConfig(all_faces=args.all_faces, overlay=args.overlay, overwrite=args.overwrite)
-    with tqdm(total=len(images), desc=f"landmarks ({detector.name})", unit="img", disable=args.json) as bar:
-        report = landmark_images(images, detector, args.out, config, progress=bar.update)
+    config = LandmarkJobConfig(all_faces=args.all_faces, overlay=args.overlay, overwrite=args.overwrite, limits=limits)
+    note = left_out_note(args.images, scan.left_out)
+    if note and not args.json:
+        print(note)
+    with tqdm(total=len(scan.images), desc=f"landmarks ({detector.name})", unit="img", disable=args.json) as bar:
+        report = landmark_images(scan.images, detector, args.out, config, progress=bar.update, left_out=scan.left_out)
     summary = {key: report[key] for key in ("detector", "images", "ok", "skipped", "failed", "faces", "images_per_s")}
+    summary["left_out"] = sum(scan.left_out.values())
     summary["report"] = str(Path(args.out) / "landmarks_report.json")
     if not args.json:
         for failure in report["failures"]:
             print(f"skipped: {failure['reason']}")
     print_figures(summary, args.json, title="diffface landmarks")
+    if report["failed"] and report["failed"] == report["images"]:
+        print(f"diffface landmarks: error: all {report['images']} images failed (reasons in {summary['report']})",
+              file=sys.stderr)
+        return 1
     return 0

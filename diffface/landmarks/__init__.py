@@ -19,13 +19,16 @@ from .detection import (FaceDetection, LandmarkDetector, NoFaceError, NUM_LANDMA
 from .fan import FANDetector, WeightsNotFoundError
 from .dlib_detector import DlibDetector
 from .factory import DETECTORS, make_detector
-from .images import ImageReadError, list_images, read_image
+from .images import (DEFAULT_MAX_IMAGE_PIXELS, ImageReadError, ImageScan, left_out_note, list_images, read_image,
+                     scan_image_folder)
+from .limits import InputLimits, check_face_input, check_image_size
 
 __all__ = [
-    "AnnotationDetector", "CropTransform", "DETECTORS", "DlibDetector", "FANDetector", "WeightsNotFoundError",
-    "check_rgb_image", "FaceCropper", "FaceDetection",
-    "ImageReadError", "LandmarkDetector", "LandmarkJobConfig", "NUM_LANDMARKS", "NoFaceError", "annotation_path",
-    "box_from_landmarks", "boxes_from_landmarks", "crop_faces", "crop_transform", "landmark_images", "largest_face",
-    "list_images", "make_detector", "read_image", "read_landmark_file", "select_faces", "square_boxes",
-    "write_landmarks_json", "write_landmarks_npy",
+    "AnnotationDetector", "CropTransform", "DEFAULT_MAX_IMAGE_PIXELS", "DETECTORS", "DlibDetector", "FANDetector",
+    "WeightsNotFoundError", "check_rgb_image", "FaceCropper", "FaceDetection", "ImageReadError", "ImageScan",
+    "InputLimits", "LandmarkDetector", "LandmarkJobConfig", "NUM_LANDMARKS", "NoFaceError", "annotation_path",
+    "box_from_landmarks", "boxes_from_landmarks", "check_face_input", "check_image_size", "crop_faces",
+    "crop_transform", "landmark_images", "largest_face", "left_out_note", "list_images", "make_detector", "read_image",
+    "read_landmark_file", "scan_image_folder", "select_faces", "square_boxes", "write_landmarks_json",
+    "write_landmarks_npy",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,6 +24,7 @@ from diffface.report_images import overlay_landmarks
 from .annotations import write_landmarks_json
 from .detection import FaceDetection, LandmarkDetector, NoFaceError, select_faces
 from .images import ImageReadError, read_image
+from .limits import InputLimits, check_image_size
 
 LOG_NAME = "landmarks_log.jsonl"
 REPORT_NAME = "landmarks_report.json"
@@ -37,11 +38,14 @@ class LandmarkJobConfig:
         all_faces: keep every face (``stem.pts``, ``stem_face1.pts``, ... largest first), not just the largest.
         overlay: also write ``overlays/stem.png`` with the landmarks and boxes drawn.
         overwrite: redo images whose ``.pts`` exists.
+        limits: images larger than ``limits.max_image_pixels`` or with a side under ``limits.min_image_side``
+            are recorded as failed (the landmark checks of :class:`InputLimits` are the fit's).
     """
 
     all_faces: bool = False
     overlay: bool = False
     overwrite: bool = False
+    limits: InputLimits = field(default_factory=InputLimits)
 
 
 def face_output_stem(image_path: Path, index: int) -> str:
@@ -62,7 +66,8 @@ def draw_overlay(image: np.ndarray, detections: Sequence[FaceDetection], path: P
 
 
 def _process(image_path: Path, detector: LandmarkDetector, out_dir: Path, config: LandmarkJobConfig) -> dict:
-    image = read_image(image_path)
+    image = read_image(image_path, config.limits.max_image_pixels)
+    check_image_size(image.shape[:2], image_path, config.limits)
     detections = select_faces(detector.detect(image, image_path), config.all_faces)
     if not detections:
         raise NoFaceError(f"{image_path}: no face found by the {detector.name} detector")
@@ -79,12 +84,16 @@ def _process(image_path: Path, detector: LandmarkDetector, out_dir: Path, config
 
 def landmark_images(image_paths: Sequence[str | Path], detector: LandmarkDetector, out_dir: str | Path,
                     config: LandmarkJobConfig = LandmarkJobConfig(),
-                    progress: Callable[[], None] | None = None) -> dict:
+                    progress: Callable[[], None] | None = None, left_out: dict[str, int] | None = None) -> dict:
     """Landmark images one by one, recording each outcome.
 
+    Args:
+        left_out: ``{suffix: count}`` of the files of the scanned folder that are not images
+            (:attr:`ImageScan.left_out`), recorded in the report.
+
     Returns:
-        The report (also written to ``out_dir/landmarks_report.json``): counts, images per second
-        and, per image, ``status`` (``ok``, ``skipped`` (done before) or ``failed``) with the reason.
+        The report (also written to ``out_dir/landmarks_report.json``): counts, images per second,
+        ``left_out`` and, per image, ``status`` (``ok``, ``skipped`` (done before) or ``failed``) with the reason.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -110,6 +119,7 @@ def landmark_images(image_paths: Sequence[str | Path], detector: LandmarkDetecto
     report = {"detector": detector.name, "images": len(records), **counts,
               "faces": sum(r.get("faces", 0) for r in records),
               "images_per_s": round(counts["ok"] / seconds, 3) if seconds > 0 and counts["ok"] else None,
+              "left_out": dict(left_out or {}),
               "failures": [{"image": r["image"], "reason": r["reason"]} for r in records if r["status"] == "failed"],
               "records": records}
     write_text_atomic(out_dir / REPORT_NAME, json.dumps(report, indent=1))

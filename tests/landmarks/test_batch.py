@@ -71,3 +71,25 @@ def test_cli_fan_without_weights_says_what_to_download(tmp_path, capsys, optiona
     assert main(["landmarks", str(folder), "--detector", "fan", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "http" in err and "torch_home" in err and "s3fd" in err
+
+
+def test_cli_records_too_large_and_too_small_images_and_exits_1_when_all_failed(tmp_path, capsys):
+    folder, points = _folder(tmp_path)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "tiny.ppm")
+    write_pts(folder / "tiny.pts", points / 10)
+    (folder / "notes.txt").write_text("not a photo")
+    out = tmp_path / "out"
+    # 64 x 64 = 4096 pixels: over the limit given, so a.png is recorded as failed, unread
+    assert main(["landmarks", str(folder), "--detector", "pts", "--out", str(out),
+                 "--max-image-pixels", "4000"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1] == (  # the lines before it are the progress bar's
+        f"diffface landmarks: error: all 4 images failed (reasons in {out / 'landmarks_report.json'})")
+    assert "left out 1 file that is not an image (.txt: 1)" in captured.out
+    report = json.loads((out / "landmarks_report.json").read_text())
+    reasons = {r["image"].split("/")[-1]: r["reason"] for r in report["failures"]}
+    assert set(reasons) == {"a.png", "gray.jpg", "broken.png", "tiny.ppm"} and report["left_out"] == {".txt": 1}
+    assert "image too large (64x64 = 4,096 pixels, the limit is 4,000" in reasons["a.png"]
+    assert "tiny.ppm: image too small to hold a face (8x8 pixels" in reasons["tiny.ppm"]
+    # with the default limit a.png is fine: one image landmarked is a success
+    assert main(["landmarks", str(folder), "--detector", "pts", "--out", str(tmp_path / "o2"), "--json"]) == 0
