@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from .config_args import add_config_arguments
@@ -31,6 +32,9 @@ def add_parser(sub) -> None:
     p.add_argument("--meshes", choices=["none", "obj", "ply"], help="also write DIR/meshes/<image>.obj or .ply")
     p.add_argument("--annotations", type=Path, help="pts: folder of annotation files (default: beside the images)")
     p.add_argument("--retry-failed", action="store_true", help="re-try images an earlier run recorded as bad")
+    p.add_argument("--max-image-pixels", type=int, metavar="N",
+                   help="record images of more pixels (width x height) as bad, unread (default: Pillow's limit, "
+                        "89,478,485; 0: no limit; the other checks: --set limits.min_image_side=32 ...)")
     p.add_argument("--no-tensorboard", action="store_true", help="do not write DIR/tensorboard")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (and no progress bar)")
     p.set_defaults(func=run)
@@ -48,6 +52,8 @@ def resolve_config(args):
         changes["detector_options"] = {"annotation_dir": str(args.annotations)}
     if args.retry_failed:
         changes["retry_failed"] = True
+    if args.max_image_pixels is not None:
+        changes["limits"] = {"max_image_pixels": args.max_image_pixels}
     if args.no_tensorboard:
         changes["tensorboard"] = False
     if args.json:
@@ -57,6 +63,7 @@ def resolve_config(args):
 
 def run(args) -> int:
     from diffface.fitting.fit_job import run_fit_job
+    from diffface.landmarks import left_out_note
 
     config = resolve_config(args)
     figures = run_fit_job(args.input, args.out, config)
@@ -70,9 +77,20 @@ def run(args) -> int:
            **{f"energy/{k}": v for k, v in summary["energy_mean"].items()},
            "out": str(args.out)}
     if not args.json:
+        for rank in summary["ranks"]:
+            for refit in rank.get("refit", []):
+                print(f"fitted again: {refit['reason']}")
         for failure in summary["failures"][:20]:
             print(f"skipped: {failure['reason']}")
         if len(summary["failures"]) > 20:
             print(f"... and {len(summary['failures']) - 20} more in {Path(args.out) / 'summary.json'}")
+        note = left_out_note(args.input, summary["left_out"])
+        if note:
+            print(note)
+    out["left_out"] = sum(summary["left_out"].values())
     print_figures(out, args.json, title="diffface fit")
+    if summary["results"] == 0 and summary["failed"] > 0:
+        print(f"diffface fit: error: all {summary['failed']} images failed (reasons in "
+              f"{Path(args.out) / 'summary.json'})", file=sys.stderr)
+        return 1
     return 0

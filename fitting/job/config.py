@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from diffface.landmarks import DETECTORS
+from diffface.landmarks import DETECTORS, InputLimits
 
 from ..landmark_fitting import LandmarkFitConfig
 from ..texture_fitting import TextureFitConfig
@@ -43,6 +43,8 @@ class FitJobConfig(YamlConfig):
         retry_failed: re-try images recorded as failed by an earlier run.
         progress: show a progress bar (rank 0).
         landmarks_float64: run stage 1 in float64 (each image's fit then does not depend on its batch mates).
+        limits: images and landmarks refused as bad (:class:`~diffface.landmarks.InputLimits`:
+            ``max_image_pixels``, ``min_image_side``, ``min_face_px``, ``max_outside_fraction``, ``outside_margin``).
         landmarks: stage-1 settings (:class:`~diffface.fitting.LandmarkFitConfig`).
         texture: stage-2 settings (:class:`~diffface.fitting.texture_fitting.TextureFitConfig`).
     """
@@ -63,6 +65,7 @@ class FitJobConfig(YamlConfig):
     retry_failed: bool = False
     progress: bool = True
     landmarks_float64: bool = True
+    limits: InputLimits = field(default_factory=InputLimits)
     landmarks: LandmarkFitConfig = field(default_factory=LandmarkFitConfig)
     texture: TextureFitConfig = field(default_factory=TextureFitConfig)
 

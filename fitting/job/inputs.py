@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from diffface.landmarks import (ImageReadError, NoFaceError, boxes_from_landmarks, crop_faces, crop_transform,
-                                list_images, make_detector, read_image, square_boxes)
+from diffface.landmarks import (ImageReadError, InputLimits, NoFaceError, boxes_from_landmarks, check_face_input,
+                                crop_faces, crop_transform, list_images, make_detector, read_image, scan_image_folder,
+                                square_boxes)
 from diffface.landmarks.images import IMAGE_SUFFIXES
 
 MIN_LANDMARKS = 6  # fewer finite landmarks than this cannot pin down a pose
@@ -67,10 +68,18 @@ def list_fit_inputs(source: str | Path) -> list[FitInput]:
     return items
 
 
+def left_out_files(source: str | Path) -> dict[str, int]:
+    """``{suffix: count}`` of the files of a source folder that are not images (none for a list file)."""
+    source = Path(source)
+    return scan_image_folder(source).left_out if source.is_dir() else {}
+
+
 class FitImageDataset(Dataset):
     """Reads an image and its landmarks (and, for stage 2, its fitting crop) per item, in DataLoader workers.
 
-    Never raises for a bad image: the item is ``{"status": "failed", "reason": ..., "error": ...}``.
+    Never raises for a bad image: the item is ``{"status": "failed", "reason": ..., "error": ...}``;
+    images and landmarks outside ``limits`` (:class:`~diffface.landmarks.InputLimits`: too many pixels,
+    too small, landmarks off the image, a face of a few pixels) are bad images too.
     The detector is built lazily in each worker process.
 
     Item (``status == "ok"``): ``index``, ``image``, ``key``, ``image_size`` (H, W), ``landmarks``
@@ -79,8 +88,10 @@ class FitImageDataset(Dataset):
     """
 
     def __init__(self, items: Sequence[FitInput], detector: str, detector_options: dict, crop_size: int,
-                 crop_scale: float, with_crops: bool, indices: Sequence[int] | None = None):
+                 crop_scale: float, with_crops: bool, indices: Sequence[int] | None = None,
+                 limits: InputLimits = InputLimits()):
         self.items = list(items)
+        self.limits = limits
         self.indices = list(indices) if indices is not None else list(range(len(self.items)))
         self.detector_name, self.detector_options = detector, dict(detector_options)
         self.crop_size, self.crop_scale, self.with_crops = crop_size, crop_scale, with_crops
@@ -102,12 +113,13 @@ class FitImageDataset(Dataset):
     def _load(self, item: FitInput) -> dict:
         if self._detector is None:
             self._detector = make_detector(self.detector_name, **self.detector_options)
-        image = read_image(item.path)
+        image = read_image(item.path, self.limits.max_image_pixels)
         landmarks = self._detector.detect_one(image, item.path).landmarks
         finite = np.isfinite(landmarks).all(1)
         if finite.sum() < MIN_LANDMARKS:
             raise ValueError(f"{item.path}: only {int(finite.sum())} of 68 landmarks are usable "
                              f"(at least {MIN_LANDMARKS} are needed)")
+        check_face_input(image.shape[:2], landmarks, item.path, self.limits)
         points = torch.from_numpy(landmarks)[None]
         boxes = boxes_from_landmarks(points, self.crop_scale)
         if self.with_crops:

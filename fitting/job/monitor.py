@@ -78,7 +78,8 @@ class TensorBoardMonitor:
             if it.get("crop") is not None:
                 crops.append(it["crop"])
             else:
-                pixels = torch.from_numpy(read_image(it["image"])).permute(2, 0, 1)[None].float() / 255
+                image = read_image(it["image"], self.config.limits.max_image_pixels)
+                pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
                 # the crop box whose transform is the stored matrix: side = size / s, corner = -(t + 0.5) / s
                 m = torch.from_numpy(it["crop_matrix"]).float()
                 side = size / m[0, 0]

@@ -45,10 +45,15 @@ The parameters are in the original image's frame (see :mod:`diffface.fitting.job
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
+import yaml
 
 from diffface.atomic_io import atomic_write, write_text_atomic
 
@@ -63,6 +68,9 @@ RESULTS_DIR = "results"
 CONFIG_NAME = "config.yaml"
 SUMMARY_NAME = "summary.json"
 FAILED_SUFFIX = ".failed.json"
+# what every reader relies on (crop_matrix and crop_size are newer and optional for readers)
+REQUIRED_ARRAYS = ("image", "key", "image_size", "stages", "params", "param_names", "landmarks", "landmarks_observed",
+                   "energy_names", "energy_values", "flag_names", "flag_values", "model_name", "model_fingerprint")
 
 
 def result_path(out_dir: str | Path, key: str) -> Path:
@@ -117,12 +125,23 @@ def write_mesh(path: Path, vertices: np.ndarray, faces: np.ndarray, colours: np.
 
 
 def read_fit_result(path: str | Path) -> dict:
-    """One result file as a dict of arrays (strings as ``str``, energies and flags as dicts)."""
+    """One result file as a dict of arrays (strings as ``str``, energies and flags as dicts).
+
+    Raises:
+        ValueError: naming the file, when it is unreadable (damaged, truncated, not an ``.npz``) or not a
+        complete result.
+    """
     path = Path(path)
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(f"{path}: unreadable fit result ({type(exc).__name__}: {exc})") from exc
     if str(arrays.get("format", "")) != RESULT_FORMAT:
         raise ValueError(f"{path}: not a {RESULT_FORMAT} result (format {arrays.get('format')!r})")
+    missing = [key for key in REQUIRED_ARRAYS if key not in arrays]
+    if missing:
+        raise ValueError(f"{path}: incomplete fit result (no {', '.join(missing)})")
     out = {k: (str(v) if v.dtype.kind == "U" and v.ndim == 0 else v) for k, v in arrays.items()}
     out["energy"] = dict(zip(map(str, arrays["energy_names"]), map(float, arrays["energy_values"])))
     out["flags"] = dict(zip(map(str, arrays["flag_names"]), map(bool, arrays["flag_values"])))
@@ -139,19 +158,25 @@ def read_fit_results(out_dir: str | Path) -> dict:
         with fewer entries, e.g. stage 1 only next to stage 2, padded with NaN); ``param_names`` (P,);
         ``landmarks``, ``landmarks_observed`` (N, 68, 2); ``image_size`` (N, 2); ``energy/<stage>/<term>``
         (N,) float64 (NaN where a stage did not run); ``flag/<name>`` (N,) bool; ``failed``: a list of
-        ``{"image", "key", "reason", "error", "rank"}`` records of images recorded as bad.
+        ``{"image", "key", "reason", "error", "rank"}`` records of images recorded as bad, and of result
+        files that cannot be read (``error`` ``"UnreadableResult"``, the reason naming the file).
     """
     folder = Path(out_dir) / RESULTS_DIR
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no fit results here")
     paths = sorted(p for p in folder.rglob("*.npz") if not p.name.startswith("."))
-    records = [read_fit_result(p) for p in paths]
-    done = {r["key"] for r in records}
-    failed = []
+    records, failed = [], []
+    for path in paths:
+        try:
+            records.append(read_fit_result(path))
+        except ValueError as exc:
+            failed.append({"image": "", "key": path.relative_to(folder).as_posix()[:-len(".npz")],
+                           "reason": str(exc), "error": "UnreadableResult"})
+    done = {r["key"] for r in records} | {f["key"] for f in failed}
     for path in sorted(folder.rglob(f"*{FAILED_SUFFIX}")):
         if path.name.startswith("."):
             continue
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = read_failure_record(path, folder)
         if record.get("key") not in done:
             failed.append(record)
     records.sort(key=lambda r: r["key"])
@@ -179,7 +204,95 @@ def read_fit_results(out_dir: str | Path) -> dict:
     return table
 
 
-def write_summary(out_dir: Path, listed: int, ranks: list[dict]) -> dict:
+def read_failure_record(path: Path, folder: Path) -> dict:
+    """A ``.failed.json`` record under ``folder`` (``results/``); an unreadable one becomes a record whose
+    reason names the file."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(record, dict):
+            return record
+        problem = f"not a JSON object ({type(record).__name__})"
+    except (OSError, ValueError) as exc:
+        problem = str(exc)
+    return {"image": "", "key": path.relative_to(folder).as_posix()[:-len(FAILED_SUFFIX)],
+            "reason": f"{path}: unreadable failure record ({problem})", "error": "UnreadableRecord"}
+
+
+def fit_model_spec(out_dir: str | Path) -> str | None:
+    """The ``model`` a fit job's ``config.yaml`` names (``"builtin"`` or a file), or None when it names none."""
+    try:
+        config = yaml.safe_load((Path(out_dir) / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    model = config.get("model") if isinstance(config, dict) else None
+    return str(model) if model else None
+
+
+@dataclass(frozen=True)
+class FittedMesh:
+    """The fitted shape of one result file, built on demand from its parameters and the model.
+
+    Attributes:
+        path: the result ``.npz``.
+        model: the morphable model the result was fitted with (its fingerprint is checked on load).
+    """
+
+    path: Path
+    model: MorphableModel
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(vertices (V, 3), triangles (F, 3), landmarks (68, 3))`` in model space (mm); landmarks the
+        model's landmark vertices (NaN where undefined).
+
+        Raises:
+            ValueError: naming the file, when it is unreadable or was fitted with another model.
+        """
+        result = read_fit_result(self.path)
+        model = self.model
+        if result["model_fingerprint"] != model.fingerprint:
+            raise ValueError(f"{self.path}: fitted with the model {result['model_name']!r} (fingerprint "
+                             f"{result['model_fingerprint']}), not with {model.name!r} ({model.fingerprint})")
+        params = torch.from_numpy(np.asarray(result["params"], dtype=np.float32)[:model.layout.network_size])
+        groups = model.layout.unpack(params[None].to(model.mean_shape.device))
+        with torch.no_grad():
+            vertices = model.shape(groups.alpha_id, groups.alpha_exp)[0].double().cpu().numpy()
+        indices = model.landmark_indices.cpu().numpy()
+        landmarks = vertices[np.clip(indices, 0, None)].copy()
+        landmarks[indices < 0] = np.nan
+        return vertices, model.triangles.cpu().numpy(), landmarks
+
+
+def fitted_meshes(out_dir: str | Path, model: MorphableModel) -> dict[str, FittedMesh]:
+    """``{key: FittedMesh}`` of every result file of a fit folder. An unreadable file is kept (its load
+    raises, naming it).
+
+    Raises:
+        FileNotFoundError: the folder holds no ``results/``. ValueError: naming the first result fitted with
+        another model than ``model`` (by fingerprint).
+    """
+    folder = Path(out_dir) / RESULTS_DIR
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no fit results here")
+    meshes = {}
+    for path in sorted(p for p in folder.rglob("*.npz") if not p.name.startswith(".")):
+        try:
+            result = read_fit_result(path)
+        except ValueError:
+            result = None
+        if result is not None and result["model_fingerprint"] != model.fingerprint:
+            raise ValueError(f"{path}: fitted with the model {result['model_name']!r} (fingerprint "
+                             f"{result['model_fingerprint']}), not with {model.name!r} ({model.fingerprint}); "
+                             "give the model it was fitted with")
+        meshes[path.relative_to(folder).as_posix()[:-len(".npz")]] = FittedMesh(path, model)
+    return meshes
+
+
+def write_summary(out_dir: Path, listed: int, ranks: list[dict], left_out: dict[str, int] | None = None) -> dict:
+    """Write ``summary.json``; ``left_out``: ``{suffix: count}`` of the input folder's files that are not images."""
     table = read_fit_results(out_dir)
     energies = {k[len("energy/"):]: float(np.nanmean(v)) if np.isfinite(v).any() else None
                 for k, v in table.items() if k.startswith("energy/")}
@@ -192,6 +305,7 @@ def write_summary(out_dir: Path, listed: int, ranks: list[dict]) -> dict:
         "flags": {k[len("flag/"):]: int(v.sum()) for k, v in table.items() if k.startswith("flag/")},
         "model_fingerprints": sorted(set(table["model_fingerprint"].tolist())),
         "ranks": ranks,
+        "left_out": dict(left_out or {}),
         "failures": [{"image": f.get("image"), "reason": f.get("reason")} for f in table["failed"]],
     }
     write_text_atomic(out_dir / SUMMARY_NAME, json.dumps(summary, indent=1))

@@ -3,7 +3,9 @@
 Resume and crashes: a result file is written to a temporary name and renamed, so a result either
 exists whole or not at all; a job killed (even by SIGKILL) loses at most the batch in flight. A re-run
 skips images with a result (or a ``.failed.json``, unless ``retry_failed``) and removes stale
-temporary files.
+temporary files. A result file that cannot be read (damaged on disk, or not a result) is named in the
+log and fitted again. DataLoader workers die with the job, even when it is killed with SIGKILL
+(:mod:`diffface.workers`).
 
 Sharding: with ``WORLD_SIZE > 1`` (``torchrun --nproc_per_node=N diffface fit ...``) rank ``r`` takes
 the images ``i`` with ``i % WORLD_SIZE == r`` of the listed input, writes its own log and its own
@@ -15,7 +17,9 @@ without a shared disk, copy the ``results/`` folders together: file names never 
 from __future__ import annotations
 
 import json
+import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -25,15 +29,16 @@ import yaml
 from torch.utils.data import DataLoader
 
 from diffface.morphable_model import MorphableModel, load_morphable_model
+from diffface.workers import worker_dies_with_parent
 
 from diffface.atomic_io import TEMPORARY_GLOB, write_text_atomic
 from .batch import BatchFit, fit_batch
 from .config import FIT_SETTINGS, FitJobConfig, fit_settings
 from .distributed import barrier, gather, init_distributed, world_from_env
-from .inputs import FitImageDataset, FitInput, keep_as_list, list_fit_inputs
+from .inputs import FitImageDataset, FitInput, keep_as_list, left_out_files, list_fit_inputs
 from .monitor import RunLog, TensorBoardMonitor, progress_bar
-from .results import (CONFIG_NAME, RESULTS_DIR, failure_path, result_arrays, result_path, write_fit_result,
-                      write_mesh, write_summary)
+from .results import (CONFIG_NAME, RESULTS_DIR, failure_path, read_fit_result, result_arrays, result_path,
+                      write_fit_result, write_mesh, write_summary)
 
 
 def _check_compatible(out_dir: Path, config: FitJobConfig) -> None:
@@ -54,6 +59,21 @@ def _check_compatible(out_dir: Path, config: FitJobConfig) -> None:
 
 def _is_done(out_dir: Path, key: str, retry_failed: bool) -> bool:
     return result_path(out_dir, key).is_file() or (not retry_failed and failure_path(out_dir, key).is_file())
+
+
+def _remove_unreadable_result(out_dir: Path, item: FitInput) -> dict | None:
+    """Delete a result file of ``item`` that cannot be read, so that the image is fitted again; returns the
+    log record naming the file and the problem, or None when the result is fine or absent."""
+    path = result_path(out_dir, item.key)
+    if not path.is_file():
+        return None
+    try:
+        read_fit_result(path)
+        return None
+    except ValueError as exc:
+        path.unlink(missing_ok=True)
+        return {"image": str(item.path), "key": item.key, "status": "refit",
+                "reason": f"{exc}; fitting it again"}
 
 
 def _remove_stale_temporaries(out_dir: Path) -> None:
@@ -84,10 +104,11 @@ def run_fit_job(source: str | Path | Sequence[FitInput], out_dir: str | Path, co
     """
     out_dir = Path(out_dir)
     items = list(source) if not isinstance(source, (str, Path)) else list_fit_inputs(source)
+    left_out = left_out_files(source) if isinstance(source, (str, Path)) else {}
     rank, world, local_rank = world_from_env()
     started_dist = init_distributed(world)
     try:
-        return _run(items, out_dir, config, rank, world, local_rank, on_batch)
+        return _run(items, out_dir, config, rank, world, local_rank, on_batch, left_out)
     finally:
         if started_dist:
             import torch.distributed as dist
@@ -96,7 +117,7 @@ def run_fit_job(source: str | Path | Sequence[FitInput], out_dir: str | Path, co
 
 
 def _run(items: list[FitInput], out_dir: Path, config: FitJobConfig, rank: int, world: int, local_rank: int,
-         on_batch) -> dict:
+         on_batch, left_out: dict[str, int]) -> dict:
     _check_compatible(out_dir, config)
     device = torch.device(config.device)
     if device.type == "cuda" and device.index is None and world > 1:
@@ -109,16 +130,22 @@ def _run(items: list[FitInput], out_dir: Path, config: FitJobConfig, rank: int, 
     barrier(world)  # nobody writes before stale temporaries are gone
 
     shard = [(i, item) for i, item in enumerate(items) if i % world == rank]
+    refits = [record for _, item in shard if (record := _remove_unreadable_result(out_dir, item)) is not None]
     todo = [(i, item) for i, item in shard if not _is_done(out_dir, item.key, config.retry_failed)]
     dataset = FitImageDataset([item for _, item in todo], config.detector, config.detector_options,
                               config.image_size, config.crop_scale, "texture" in config.stages,
-                              indices=[i for i, _ in todo])
+                              indices=[i for i, _ in todo], limits=config.limits)
     loader_options = {}
-    if config.num_workers > 0 and config.detector in ("fan", "auto"):
-        loader_options["multiprocessing_context"] = "spawn"  # a detector network must not be forked
+    if config.num_workers > 0:
+        # a worker must not outlive a job killed with SIGKILL (it would hold its memory forever)
+        loader_options["worker_init_fn"] = partial(worker_dies_with_parent, os.getpid())
+        if config.detector in ("fan", "auto"):
+            loader_options["multiprocessing_context"] = "spawn"  # a detector network must not be forked
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
                         collate_fn=keep_as_list, **loader_options)
     log = RunLog(out_dir / f"log_rank{rank}.jsonl")
+    for record in refits:
+        log.write({**record, "rank": rank})
     board = TensorBoardMonitor(out_dir, model, config) if (config.tensorboard and rank == 0) else None
     counts = {"fitted": 0, "failed": 0}
     start = time.perf_counter()
@@ -151,11 +178,11 @@ def _run(items: list[FitInput], out_dir: Path, config: FitJobConfig, rank: int, 
     figures = {"images": len(items), "shard": len(shard), "skipped": len(shard) - len(todo), **counts,
                "seconds": round(seconds, 3),
                "images_per_s": round(counts["fitted"] / seconds, 3) if seconds > 0 and counts["fitted"] else None,
-               "rank": rank, "world_size": world}
+               "rank": rank, "world_size": world, "refit": [{"key": r["key"], "reason": r["reason"]} for r in refits]}
     every_rank = gather(figures, world)
     barrier(world)  # every rank's results are on disk before the summary is made
     if rank == 0:
-        figures["summary"] = write_summary(out_dir, len(items), every_rank)
+        figures["summary"] = write_summary(out_dir, len(items), every_rank, left_out=left_out)
     return figures
 
 

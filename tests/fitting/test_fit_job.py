@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -228,3 +230,134 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "no such folder or list file" in capsys.readouterr().err
     assert cli_main(["fit", str(tmp_path), "--out", str(tmp_path / "o"), "--set", "texture.norm=l3"]) == 2
     assert "norm" in capsys.readouterr().err
+
+
+FAST_YAML = "landmarks: {rounds: 2, steps_per_group: 2, focal_px: 700.0}\n"
+
+
+def _fit_cli(folder: Path, out: Path, tmp_path: Path, *options: str) -> int:
+    (tmp_path / "fast.yaml").write_text(FAST_YAML)
+    return cli_main(["fit", str(folder), "--out", str(out), "--config", str(tmp_path / "fast.yaml"), "--workers", "0",
+                     "--no-tensorboard", "--json", *options])
+
+
+def test_huge_tiny_and_impossible_images_are_recorded_and_the_rest_fitted(photos, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, name in [(0, "face_0.png"), (1, "face_1.ppm")]:  # Netpbm photos are read too
+        Image.open(photos / f"face_{i}.png").convert("RGB").save(folder / name)
+        (folder / f"{Path(name).stem}.pts").write_bytes((photos / f"face_{i}.pts").read_bytes())
+    Image.new("1", (20000, 10000)).save(folder / "huge.png")  # a decompression bomb for Pillow
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(folder / "one_pixel.png")
+    (folder / "one_pixel.pts").write_bytes((photos / "face_2.pts").read_bytes())
+    landmarks = np.loadtxt(photos / "face_3.pts", skiprows=3, max_rows=68)
+    Image.open(photos / "face_3.png").save(folder / "far.png")
+    write_pts(folder / "far.pts", landmarks + 1e6)
+    Image.open(photos / "face_4.png").save(folder / "speck.png")
+    write_pts(folder / "speck.pts", (landmarks - landmarks.mean(0)) * 0.02 + 80)
+    (folder / "notes.txt").write_text("not a photo")
+    out = tmp_path / "out"
+    assert _fit_cli(folder, out, tmp_path) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["results"], printed["failed"], printed["left_out"]) == (2, 4, 1)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["left_out"] == {".txt": 1}
+    reasons = {Path(f["image"]).name: f["reason"] for f in summary["failures"]}
+    assert "image too large (20000x10000 = 200,000,000 pixels, the limit is 89,478,485" in reasons["huge.png"]
+    assert "image too small to hold a face (1x1 pixels" in reasons["one_pixel.png"]
+    assert "68 of 68 landmarks lie outside the 160x160 image" in reasons["far.png"]
+    assert "face too small" in reasons["speck.png"]
+    assert sorted(p.name for p in (out / "results").glob("*.npz")) == ["face_0.png.npz", "face_1.ppm.npz"]
+    # the limits are settings: a larger pixel limit reads the huge image (which has no landmarks)
+    assert FitJobConfig().with_overrides(["limits.min_face_px=2"]).limits.min_face_px == 2.0
+    assert _fit_cli(folder, tmp_path / "out2", tmp_path, "--max-image-pixels", "0", "--set",
+                    "limits.min_face_px=1") == 0
+    reasons = {Path(f["image"]).name: f["reason"]
+               for f in json.loads((tmp_path / "out2" / "summary.json").read_text())["failures"]}
+    assert "no landmark annotation" in reasons["huge.png"] and "speck.png" not in reasons
+
+
+def test_unreadable_result_is_named_and_fitted_again_on_resume(landmark_run, photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(landmark_run[0], out)
+    garbage, truncated = out / "results" / "face_1.png.npz", out / "results" / "face_2.png.npz"
+    garbage.write_bytes(b"PK\x03\x04 not a zip at all")
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    table = read_fit_results(out)  # a reader names the bad files instead of raising
+    unreadable = {f["key"]: f["reason"] for f in table["failed"] if f["error"] == "UnreadableResult"}
+    assert set(unreadable) == {"face_1.png", "face_2.png"} and str(garbage) in unreadable["face_1.png"]
+    with pytest.raises(ValueError, match="face_1.png.npz: unreadable fit result"):
+        read_fit_result(garbage)
+    (tmp_path / "fast.yaml").write_text(FAST_YAML)
+    assert cli_main(["fit", str(photos), "--out", str(out), "--config", str(tmp_path / "fast.yaml"), "--workers", "0",
+                     "--no-tensorboard", "--batch-size", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert f"fitted again: {garbage}: unreadable fit result" in printed and f"fitted again: {truncated}" in printed
+    log = [json.loads(line) for line in (out / "log_rank0.jsonl").read_text().splitlines()]
+    assert sorted(r["key"] for r in log if r["status"] == "refit") == ["face_1.png", "face_2.png"]
+    table = read_fit_results(out)
+    assert len(table["key"]) == NUM_FACES and len(table["failed"]) == 2  # the two bad photos only
+    np.testing.assert_allclose(read_fit_result(garbage)["params"],
+                               read_fit_result(landmark_run[0] / "results" / "face_1.png.npz")["params"], atol=0.05)
+
+
+def test_fit_exits_1_when_every_image_failed(photos, tmp_path, capsys):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for name in ("corrupt.png", "no_landmarks.png"):
+        (folder / name).write_bytes((photos / name).read_bytes())
+    assert _fit_cli(folder, tmp_path / "out", tmp_path) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"diffface fit: error: all 2 images failed (reasons in {tmp_path / 'out' / 'summary.json'})"]
+
+
+ORPHAN_SCRIPT = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from diffface.fitting import fit_job
+    from diffface.fitting.job import inputs
+
+    def slow_load(self, item):  # a worker busy in a long item: torch's own parent check never runs
+        (Path(sys.argv[3]) / f"{os.getpid()}.pid").write_text("")
+        time.sleep(120)
+
+    inputs.FitImageDataset._load = slow_load
+    config = fit_job.FitJobConfig(batch_size=1, num_workers=2, tensorboard=False, progress=False)
+    fit_job.run_fit_job(sys.argv[1], sys.argv[2], config)
+""")
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie left for its reaper counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_dataloader_workers_die_with_a_job_killed_by_sigkill(photos, tmp_path):
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    job = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT, str(photos), str(tmp_path / "out"), str(pids)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 90
+        while len(workers) < 2 and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.2)
+            workers = [int(p.stem) for p in pids.glob("*.pid")]
+        assert len(workers) == 2, job.stderr.read().decode()[-2000:] if job.poll() is not None else "no workers"
+        job.kill()  # SIGKILL: the job cannot clean up
+        job.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        survivors = [pid for pid in workers if _alive(pid)]
+        assert not survivors, f"workers {survivors} outlived the killed job"
+    finally:
+        job.kill()
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
