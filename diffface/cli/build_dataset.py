@@ -28,6 +28,9 @@ def add_parser(sub) -> None:
     p.add_argument("--stages", help="photo folders: fit stages, landmarks or landmarks,texture (default: landmarks)")
     p.add_argument("--no-previews", action="store_true", help="do not render the curation previews")
     p.add_argument("--device", help="cpu or cuda (default: cpu)")
+    p.add_argument("--max-image-pixels", type=int, metavar="N",
+                   help="skip photos of more pixels (width x height), unread (default: Pillow's limit, 89,478,485; "
+                        "0: no limit; the other checks: --set limits.min_image_side=32 ...)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (and no progress bar)")
     p.set_defaults(func=run)
 
@@ -42,6 +45,8 @@ def resolve_config(args):
     changes = {k: v for k, v in given.items() if v is not None}
     if args.no_previews:
         changes["previews"] = False
+    if args.max_image_pixels is not None:
+        changes["limits"] = {"max_image_pixels": args.max_image_pixels}
     return BuildConfig.from_dict(changes, config).with_overrides(args.overrides).validate()
 
 
@@ -50,6 +55,7 @@ def run(args) -> int:
 
     from diffface.data.build import SKIPPED_NAME, build_dataset
     from diffface.data.sources import source_kind
+    from diffface.landmarks import left_out_note
 
     config = resolve_config(args)
     source_kind(args.source)  # a bad source is one clear line, before any progress bar
@@ -61,6 +67,10 @@ def run(args) -> int:
             print(f"skipped {record.get('key')}: {record.get('reason')}")
         if len(skipped) > 20:
             print(f"... and {len(skipped) - 20} more in {Path(args.out) / SKIPPED_NAME}")
+        note = left_out_note(args.source, summary["left_out"])
+        if note:
+            print(note)
+    summary["left_out"] = sum(summary["left_out"].values())
     flagged = summary.pop("flagged")
     summary.update({f"flagged/{k}": v for k, v in sorted(flagged.items())})
     print_figures(summary, args.json, title="diffface build-dataset")

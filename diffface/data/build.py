@@ -8,8 +8,9 @@ mm) and its projection into the crop, the landmarks, automatic quality flags
 Safe for the data: every file is written atomically and an item's ``.npz`` last, so a killed build
 loses at most the batch in flight; ``index.json`` is rewritten after every batch, and a re-run skips
 the items already built (keeping their split). Faces that cannot be used (failed fits, unreadable
-photos, non-finite parameters, too few landmarks) are skipped and listed with the reason in
-``DATASET/skipped.json`` and the summary.
+photos, unreadable result files, non-finite parameters, too few landmarks, photos and landmarks outside
+:class:`~diffface.landmarks.InputLimits`) are skipped and listed with the reason in ``DATASET/skipped.json``
+and the summary.
 
 Extra files beside the format's::
 
@@ -42,6 +43,7 @@ from diffface.config_io import YamlConfig
 from diffface.camera import perspective_project
 from diffface.landmarks.crop import CropTransform, boxes_from_landmarks
 from diffface.landmarks.images import IMAGE_SUFFIXES, ImageReadError, read_image
+from diffface.landmarks.limits import InputLimits, check_face_input
 from diffface.morphable_model import MorphableModel, load_morphable_model
 from diffface.report_images import to_uint8_image
 from diffface.synth import project_landmarks
@@ -77,6 +79,8 @@ class BuildConfig(YamlConfig):
         model: the morphable model to fit a photo folder with (``builtin`` or a file).
         fit_stages: fit-job stages for a photo folder (``landmarks`` or ``landmarks,texture``).
         fit_image_size: the fit job's crop size.
+        limits: photos and landmarks refused (skipped with the reason; for a photo folder, also by its fit):
+            :class:`~diffface.landmarks.InputLimits`.
         quality: thresholds of the automatic flags.
     """
 
@@ -91,6 +95,7 @@ class BuildConfig(YamlConfig):
     model: str = "builtin"
     fit_stages: tuple[str, ...] = ("landmarks",)
     fit_image_size: int = 224
+    limits: InputLimits = field(default_factory=InputLimits)
     quality: QualityConfig = field(default_factory=QualityConfig)
 
     def validate(self) -> "BuildConfig":
@@ -205,7 +210,8 @@ def _prepare(face: SourceFace, name: str, model: MorphableModel, config: BuildCo
         if face.landmarks_fitted is None:
             raise ValueError(f"fewer than {MIN_LANDMARKS} finite landmarks to crop around")
         around = torch.as_tensor(np.asarray(face.landmarks_fitted, dtype=np.float64))
-    image = read_image(face.image)
+    image = read_image(face.image, config.limits.max_image_pixels)
+    check_face_input(image.shape[:2], around.numpy(), face.image, config.limits)
     pixels = torch.from_numpy(image).permute(2, 0, 1).to(config.device, torch.float32) / 255
     box = boxes_from_landmarks(around[None], config.crop_scale)[0]
     crop, transform = crop_antialiased(pixels, box, config.crop_size)
@@ -284,7 +290,8 @@ def build_dataset(source: str | Path, out: str | Path, config: BuildConfig = Bui
 
     Returns:
         A summary: ``items``, ``built``, ``resumed``, ``skipped`` counts, ``skipped_items`` (key, image,
-        reason), ``train``/``val`` counts, ``flagged`` counts per flag, ``seconds``, ``items_per_s``.
+        reason), ``train``/``val`` counts, ``flagged`` counts per flag, ``seconds``, ``items_per_s``,
+        ``left_out`` (``{suffix: count}`` of a photo folder's files that are not images).
 
     Example:
         >>> summary = build_dataset("synth_out", "dataset", BuildConfig(crop_size=96))
@@ -295,7 +302,8 @@ def build_dataset(source: str | Path, out: str | Path, config: BuildConfig = Bui
     started = time.perf_counter()
     source, out = Path(source), Path(out)
     _check_folder(out, source)
-    faces = read_source(source, out, config.model, config.fit_stages, config.fit_image_size, config.device)
+    faces = read_source(source, out, config.model, config.fit_stages, config.fit_image_size, config.device,
+                        limits=config.limits)
     model = _resolve_model(faces, model).to(config.device)
     layout = model.layout
     info = DatasetInfo(crop_size=config.crop_size, model_name=model.name, model_fingerprint=model.fingerprint,
@@ -353,5 +361,5 @@ def build_dataset(source: str | Path, out: str | Path, config: BuildConfig = Bui
         "val": sum(e.split == "val" for e in entries.values()),
         "flagged": flagged, "crop_size": config.crop_size, "model": model.name,
         "seconds": round(seconds, 3), "items_per_s": round(built / seconds, 2) if built and seconds > 0 else None,
-        "skipped_items": skipped,
+        "left_out": faces.left_out, "skipped_items": skipped,
     }

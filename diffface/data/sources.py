@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from diffface.landmarks.images import IMAGE_SUFFIXES
+from diffface.landmarks.images import IMAGE_SUFFIXES, scan_images
+from diffface.landmarks.limits import InputLimits
 
 SOURCE_KINDS = ("fits", "synth", "images")
 FITS_DIR = "fits"
@@ -64,6 +64,7 @@ class SourceFaces:
     model_spec: str
     model_fingerprints: list[str]
     param_names: list[str]
+    left_out: dict[str, int] = field(default_factory=dict)
 
 
 def source_kind(source: str | Path) -> str:
@@ -90,7 +91,7 @@ def source_kind(source: str | Path) -> str:
 
 def read_fits(folder: str | Path) -> SourceFaces:
     """The results of a fit job (every rank's), rows sorted by key; ``.failed.json`` records become ``failed``."""
-    from diffface.fitting.job.results import RESULTS_DIR, read_fit_result
+    from diffface.fitting.job.results import RESULTS_DIR, read_failure_record, read_fit_result
 
     folder = Path(folder)
     results = folder / RESULTS_DIR
@@ -100,8 +101,8 @@ def read_fits(folder: str | Path) -> SourceFaces:
     for path in sorted(p for p in results.rglob("*.npz") if not p.name.startswith(".")):
         try:
             result = read_fit_result(path)
-        except (OSError, ValueError, KeyError) as exc:
-            failed.append({"key": path.relative_to(results).as_posix()[:-4], "image": "", "reason": f"{path}: {exc}"})
+        except ValueError as exc:  # the message names the file
+            failed.append({"key": path.relative_to(results).as_posix()[:-4], "image": "", "reason": str(exc)})
             continue
         fingerprints.add(result["model_fingerprint"])
         if len(result["param_names"]) > len(names):
@@ -110,9 +111,9 @@ def read_fits(folder: str | Path) -> SourceFaces:
             key=result["key"], image=_resolve_image(result["image"], folder), params=result["params"],
             landmarks_observed=result["landmarks_observed"], landmarks_fitted=result["landmarks"],
             energies=result["energy"], fit_flags=[k for k, v in result["flags"].items() if v]))
-    done = {f.key for f in faces}
+    done = {f.key for f in faces} | {f["key"] for f in failed}
     for path in sorted(results.rglob("*.failed.json")):
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = read_failure_record(path, results)
         if record.get("key") not in done:
             failed.append({"key": record.get("key", ""), "image": record.get("image", ""),
                            "reason": f"fit failed: {record.get('reason')}"})
@@ -122,11 +123,9 @@ def read_fits(folder: str | Path) -> SourceFaces:
 
 def _fit_model_spec(folder: Path) -> str:
     """The model a fit job used (its ``config.yaml``), ``"builtin"`` when unknown."""
-    try:
-        return str((yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8")) or {}).get("model",
-                                                                                                        "builtin"))
-    except (OSError, yaml.YAMLError, AttributeError):
-        return "builtin"
+    from diffface.fitting.job.results import fit_model_spec
+
+    return fit_model_spec(folder) or "builtin"
 
 
 def _resolve_image(listed: str, folder: Path) -> Path:
@@ -154,9 +153,22 @@ def read_synth(folder: str | Path) -> SourceFaces:
                        param_names=[str(n) for n in arrays["param_names"]])
 
 
+def scan_photos(folder: str | Path, exclude: str | Path | None = None):
+    """Every photo under ``folder`` (any depth, sorted, hidden folders and ``exclude`` left out) and the
+    count of the other files (:class:`~diffface.landmarks.ImageScan`)."""
+    folder = Path(folder)
+    excluded = Path(exclude).resolve() if exclude is not None else None
+
+    def wanted(path: Path) -> bool:
+        if not path.is_file() or any(part.startswith(".") for part in path.relative_to(folder).parts):
+            return False
+        return excluded is None or not path.resolve().is_relative_to(excluded)
+
+    return scan_images(p for p in folder.rglob("*") if wanted(p))
+
+
 def list_photos(folder: str | Path, exclude: str | Path | None = None) -> list:
-    """Every photo under ``folder`` (any depth, sorted, hidden folders and ``exclude`` left out), as fit-job
-    inputs keyed by their relative path.
+    """Every photo under ``folder`` (:func:`scan_photos`), as fit-job inputs keyed by their relative path.
 
     Returns:
         a list of :class:`diffface.fitting.job.inputs.FitInput`.
@@ -164,46 +176,42 @@ def list_photos(folder: str | Path, exclude: str | Path | None = None) -> list:
     from diffface.fitting.job.inputs import FitInput
 
     folder = Path(folder)
-    excluded = Path(exclude).resolve() if exclude is not None else None
-
-    def wanted(path: Path) -> bool:
-        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
-            return False
-        if any(part.startswith(".") for part in path.relative_to(folder).parts):
-            return False
-        return excluded is None or not path.resolve().is_relative_to(excluded)
-
-    photos = sorted(p for p in folder.rglob("*") if wanted(p))
+    photos = scan_photos(folder, exclude).images
     if not photos:
-        raise ValueError(f"{folder}: no photos (.png, .jpg, ...) found")
+        raise ValueError(f"{folder}: no photos ({', '.join(IMAGE_SUFFIXES)}) found")
     return [FitInput(path=p.resolve(), key=p.relative_to(folder).as_posix()) for p in photos]
 
 
 def fit_photo_folder(folder: str | Path, out: str | Path, model: str = "builtin",
                      stages: tuple[str, ...] = ("landmarks",), image_size: int = 224, batch_size: int = 16,
-                     device: str = "cpu", progress: bool = False, exclude: str | Path | None = None) -> Path:
-    """Fit every photo under ``folder`` (but ``exclude``) to its ``.pts`` landmarks into ``out`` (resumable);
-    returns ``out``."""
+                     device: str = "cpu", progress: bool = False, exclude: str | Path | None = None,
+                     limits: InputLimits = InputLimits()) -> Path:
+    """Fit every photo under ``folder`` (but ``exclude``) to its ``.pts`` landmarks into ``out`` (resumable;
+    photos and landmarks outside ``limits`` are recorded as failed); returns ``out``."""
     from diffface.fitting.job.config import FitJobConfig
     from diffface.fitting.job.runner import run_fit_job
 
     photos = list_photos(folder, exclude=exclude)
     config = FitJobConfig(model=model, detector="pts", stages=tuple(stages), image_size=image_size,
-                          batch_size=batch_size, num_workers=0, device=device, tensorboard=False, progress=progress)
+                          batch_size=batch_size, num_workers=0, device=device, tensorboard=False, progress=progress,
+                          limits=limits)
     run_fit_job(photos, out, config)
     return Path(out)
 
 
 def read_source(source: str | Path, dataset: str | Path, model: str = "builtin", fit_stages: tuple[str, ...] = ("landmarks",),
-                fit_image_size: int = 224, device: str = "cpu", progress: bool = False) -> SourceFaces:
-    """Read any source kind; a photo folder is fitted into ``dataset/fits`` first."""
+                fit_image_size: int = 224, device: str = "cpu", progress: bool = False,
+                limits: InputLimits = InputLimits()) -> SourceFaces:
+    """Read any source kind; a photo folder is fitted into ``dataset/fits`` first (its files that are not
+    images are counted in ``left_out``)."""
     kind = source_kind(source)
     if kind == "fits":
         return read_fits(source)
     if kind == "synth":
         return read_synth(source)
     fits = fit_photo_folder(source, Path(dataset) / FITS_DIR, model, fit_stages, fit_image_size, device=device,
-                            progress=progress, exclude=dataset)
+                            progress=progress, exclude=dataset, limits=limits)
     faces = read_fits(fits)
     faces.kind = "images"
+    faces.left_out = scan_photos(source, exclude=dataset).left_out
     return faces

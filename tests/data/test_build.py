@@ -234,3 +234,71 @@ def test_stage_2_fit_results_keep_albedo_light_energies_and_flags(synth_source, 
     _, arrays = read_item(out, "face_0000")
     assert arrays["params_full"].shape == (builtin_model.layout.full_size,)
     np.testing.assert_allclose(arrays["params_full"][118:], truth["params"][0][118:], rtol=1e-6)
+
+
+def _write_fits(fits, synth_source, model, landmark_shift=None, images=None) -> list[str]:
+    """Stage-1 fit results of the first three synthetic faces (their true parameters), as the fit job writes
+    them; ``landmark_shift``/``images``: name -> offset of the observed landmarks / the photo to point at."""
+    from diffface.fitting.job.results import RESULT_FORMAT, result_path, write_fit_result
+
+    truth = np.load(synth_source / "params.npz")
+    names = [str(truth["sample_names"][i]) for i in range(3)]
+    for i, name in enumerate(names):
+        image = (images or {}).get(name, synth_source / "images" / f"{name}.png")
+        write_fit_result(result_path(fits, f"{name}.png"), {
+            "format": np.array(RESULT_FORMAT), "image": np.array(str(image)), "key": np.array(f"{name}.png"),
+            "image_size": np.array([96, 96]), "stages": np.array(["landmarks"]),
+            "params": truth["params"][i][:model.layout.network_size],
+            "param_names": np.array(model.layout.names()), "landmarks": truth["landmarks_2d_clean"][i],
+            "landmarks_observed": truth["landmarks_2d"][i] + (landmark_shift or {}).get(name, 0.0),
+            "energy_names": np.array(["landmarks/total"]), "energy_values": np.array([1.0]),
+            "flag_names": np.array(["diverged"]), "flag_values": np.array([False]),
+            "crop_matrix": np.eye(3), "crop_size": np.array(224),
+            "model_name": np.array(model.name), "model_fingerprint": np.array(model.fingerprint)})
+    return names
+
+
+def test_unreadable_fit_results_are_named_and_skipped(synth_source, builtin_model, tmp_path):
+    fits = tmp_path / "fits"
+    names = _write_fits(fits, synth_source, builtin_model)
+    damaged = fits / "results" / f"{names[1]}.png.npz"
+    damaged.write_bytes(damaged.read_bytes()[:200])  # cut short
+    (fits / "results" / "lost.png.failed.json").write_text('{"image": "lost.png", "ke')
+    summary = build_dataset(fits, tmp_path / "D", BuildConfig(crop_size=32, previews=False), model=builtin_model)
+    assert (summary["items"], summary["skipped"]) == (2, 2)
+    reasons = {r["key"]: r["reason"] for r in summary["skipped_items"]}
+    assert reasons[f"{names[1]}.png"].startswith(f"{damaged}: unreadable fit result")
+    assert str(fits / "results" / "lost.png.failed.json") in reasons["lost.png"]
+    assert sorted(e.name for e in read_index(tmp_path / "D")) == [names[0], names[2]]
+
+
+def test_impossible_faces_are_skipped_not_built(synth_source, builtin_model, tmp_path):
+    """Landmarks far off their photo, or a 1 x 1 photo, would give black crops scored as normal fits."""
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tmp_path / "one_pixel.png")
+    fits = tmp_path / "fits"
+    names = _write_fits(fits, synth_source, builtin_model, landmark_shift={"face_0000": 1e6},
+                        images={"face_0001": tmp_path / "one_pixel.png"})
+    summary = build_dataset(fits, tmp_path / "D", BuildConfig(crop_size=32, previews=False), model=builtin_model)
+    reasons = {r["key"]: r["reason"] for r in summary["skipped_items"]}
+    assert (summary["items"], set(reasons)) == (1, {f"{names[0]}.png", f"{names[1]}.png"})
+    assert "68 of 68 landmarks lie outside the 96x96 image" in reasons[f"{names[0]}.png"]
+    assert "one_pixel.png: image too small to hold a face (1x1 pixels" in reasons[f"{names[1]}.png"]
+    loose = BuildConfig(crop_size=32, previews=False).with_overrides(["limits.max_outside_fraction=1",
+                                                                      "limits.min_image_side=1"])
+    assert build_dataset(fits, tmp_path / "D2", loose, model=builtin_model)["items"] == 3
+
+
+def test_photo_folder_with_netpbm_photos_a_huge_one_and_other_files(synth_source, builtin_model, tmp_path):
+    source = tmp_path / "photos"
+    source.mkdir()
+    shutil.copy(synth_source / "images" / "face_0000.png", source)
+    Image.open(synth_source / "images" / "face_0001.png").convert("RGB").save(source / "face_0001.pgm")
+    for i in range(2):
+        shutil.copy(synth_source / "images" / f"face_{i:04d}.pts", source)
+    Image.new("1", (20000, 10000)).save(source / "huge.png")
+    (source / "readme.txt").write_text("photos")
+    summary = build_dataset(source, tmp_path / "D", BuildConfig(crop_size=32, previews=False, fit_image_size=96),
+                            model=builtin_model)
+    assert (summary["items"], summary["skipped"], summary["left_out"]) == (2, 1, {".txt": 1})
+    assert "huge.png: image too large (20000x10000" in summary["skipped_items"][0]["reason"]
+    assert sorted(e.name for e in read_index(tmp_path / "D")) == ["face_0000", "face_0001"]
