@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from .output import print_figures
@@ -13,7 +14,9 @@ def add_parser(sub) -> None:
         description="For every image of IMAGES (a file or folder) write DIR/NAME.npz (params in the image's "
                     "camera, params_crop, param_names, crop_matrix, image_size, model) and DIR/NAME.obj or .ply "
                     "(the shape in model space, mm). Faces are found by landmarks and cropped as in training; "
-                    "--cropped takes the images as ready network crops.")
+                    "--cropped takes the images as ready network crops. Images of a folder that cannot be used "
+                    "are skipped and listed with the reason in DIR/predict_report.json (exit code 1 if none "
+                    "could be used).")
     p.add_argument("checkpoint", type=Path, help="a checkpoint (RUN/model.pt or RUN/checkpoints/last.pt)")
     p.add_argument("images", type=Path, help="an image file or a folder of images")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -25,6 +28,9 @@ def add_parser(sub) -> None:
     p.add_argument("--meshes", choices=["none", "obj", "ply"], default="obj", help="mesh format (default: obj)")
     p.add_argument("--model", help="morphable-model file for the meshes (default: the one the checkpoint names)")
     p.add_argument("--batch-size", type=int, default=64, help="crops per forward pass (default: 64)")
+    p.add_argument("--max-image-pixels", type=int, metavar="N",
+                   help="skip images of more pixels (width x height), unread (default: Pillow's limit, 89,478,485; "
+                        "0: no limit)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=run)
 
@@ -32,13 +38,15 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import time
 
+    from diffface.landmarks import InputLimits, left_out_note
     from diffface.morphable_model import load_morphable_model
     from diffface.networks.checkpoint import load_checkpoint
     from diffface.networks.predict import PredictConfig, predict_images
 
+    limits = InputLimits() if args.max_image_pixels is None else InputLimits(max_image_pixels=args.max_image_pixels)
     regressor = load_checkpoint(args.checkpoint)
     config = PredictConfig(landmarks=args.landmarks, cropped=args.cropped, crop_scale=args.crop_scale,
-                           batch_size=args.batch_size, meshes=args.meshes,
+                           batch_size=args.batch_size, meshes=args.meshes, limits=limits,
                            detector_options={"annotation_dir": str(args.annotations)} if args.annotations else None)
     model = None
     if args.meshes != "none":
@@ -47,8 +55,20 @@ def run(args) -> int:
             raise ValueError(f"{args.checkpoint}: names no morphable-model file; pass --model")
         model = load_morphable_model(spec)
     start = time.perf_counter()
-    written = predict_images(regressor, args.images, args.out, config, model)
+    prediction = predict_images(regressor, args.images, args.out, config, model)
     seconds = time.perf_counter() - start
-    print_figures({"images": len(written), "seconds": seconds, "images_per_s": len(written) / seconds,
-                   "out": str(args.out)}, args.json, title="diffface predict")
+    if not args.json:
+        for failure in prediction.failures:
+            print(f"skipped: {failure['reason']}")
+        note = left_out_note(args.images, prediction.left_out)
+        if note:
+            print(note)
+    ok, failed = len(prediction.written), len(prediction.failures)
+    print_figures({"images": ok + failed, "predicted": ok, "failed": failed,
+                   "left_out": sum(prediction.left_out.values()), "seconds": seconds, "images_per_s": ok / seconds,
+                   "out": str(args.out), "report": str(prediction.report)}, args.json, title="diffface predict")
+    if failed and not ok:
+        print(f"diffface predict: error: all {failed} images failed (reasons in {prediction.report})",
+              file=sys.stderr)
+        return 1
     return 0

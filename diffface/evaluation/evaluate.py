@@ -8,32 +8,57 @@ initialised from landmarks when both sides have them) and by the landmarks alone
 (:func:`~diffface.evaluation.icp.landmark_alignment`), when both sides have them. Landmarks: the
 ground truth's ``NAME_landmarks.npy`` (68, 3) beside its mesh (NaN rows: undefined); the
 prediction's ``NAME_landmarks.npy`` beside it, or 68 vertex indices into every predicted mesh
-(``landmark_indices``; -1: undefined). A missing, unreadable or failing prediction is recorded with
-its reason and counts as a failure (error ``inf``) in the CED and AUC; evaluation goes on.
+(``landmark_indices``; -1: undefined). An unreadable or failing prediction is recorded with its reason
+and counts as a failure (error ``inf``) in the CED and AUC; evaluation goes on.
+
+Names must pair: a ground truth without a prediction, or a prediction without a ground truth, is an error
+unless ``allow_missing`` (then a missing prediction counts as a failure); nothing pairing at all, or a
+folder without meshes, is always an error. Predictions need not be mesh files: a :class:`PredictionSet`
+maps names to objects that build their mesh on demand (:class:`PredictedMesh`, e.g. a ``diffface fit``
+result rebuilt from its parameters and model).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Protocol
 
 import numpy as np
 
 from ..atomic_io import write_text_atomic
+from ..landmarks.images import IMAGE_SUFFIXES
 from .closest_point import TriangleMeshIndex, check_mesh
 from .icp import AlignmentResult, icp, landmark_alignment
 from .metrics import auc, error_mm_stats, normalized_distance_d
 from .plots import plot_ced
 
-__all__ = ["MESH_SUFFIXES", "mesh_key", "list_meshes", "read_landmark_indices", "evaluate_methods",
-           "summarise"]
+__all__ = ["MESH_SUFFIXES", "PredictedMesh", "PredictionSet", "mesh_key", "list_meshes", "read_landmark_indices",
+           "evaluate_methods", "summarise"]
 
 FORMAT = "diffface-evaluation/1"
 MESH_SUFFIXES = (".obj", ".ply", ".off", ".wrl")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 ALIGNMENTS = ("icp", "landmarks")
+
+
+class PredictedMesh(Protocol):
+    """A prediction that builds its mesh when evaluated (e.g. :class:`diffface.fitting.job.results.FittedMesh`)."""
+
+    name: str
+
+    def load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(vertices (V, 3), triangles (F, 3), landmarks (L, 3) or None)``; raises ``ValueError`` naming
+        the source when it cannot."""
+
+
+@dataclass(frozen=True)
+class PredictionSet:
+    """One method's predictions: where they come from and, by name, a mesh file or a :class:`PredictedMesh`."""
+
+    source: Path
+    meshes: Mapping[str, Path | PredictedMesh]
 
 
 def _read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -114,11 +139,18 @@ def _sample_figures(result: AlignmentResult) -> dict:
             "iterations": result.iterations, "converged": bool(result.converged)}
 
 
-def _evaluate_pair(pred_path: Path, gt_index: TriangleMeshIndex, gt_landmarks: np.ndarray | None,
+def _evaluate_pair(prediction: Path | PredictedMesh, gt_index: TriangleMeshIndex, gt_landmarks: np.ndarray | None,
                    with_scale: bool, landmark_indices: np.ndarray | None) -> dict:
-    vertices, faces = _read_mesh(pred_path)
-    vertices, _ = check_mesh(vertices, faces, str(pred_path))
-    pred_landmarks = _prediction_landmarks(vertices, pred_path, landmark_indices)
+    if isinstance(prediction, Path):
+        vertices, faces = _read_mesh(prediction)
+        vertices, _ = check_mesh(vertices, faces, str(prediction))
+        pred_landmarks = _prediction_landmarks(vertices, prediction, landmark_indices)
+    else:
+        vertices, faces, built_landmarks = prediction.load()
+        vertices, _ = check_mesh(vertices, faces, prediction.name)
+        pred_landmarks = (built_landmarks if landmark_indices is None
+                          else _prediction_landmarks(vertices, Path(prediction.name), landmark_indices))
+    pred_path = prediction if isinstance(prediction, Path) else Path(prediction.name)
     have_landmarks = pred_landmarks is not None and gt_landmarks is not None
     if have_landmarks and np.shape(pred_landmarks) != np.shape(gt_landmarks):
         raise ValueError(f"{pred_path}: {np.shape(pred_landmarks)} landmarks against {np.shape(gt_landmarks)} "
@@ -152,30 +184,84 @@ def summarise(records: list[dict], alignment: str = "icp", max_error: float = 1.
             "rms_mm": figure(lambda _: float(np.sqrt(np.mean([r["rms_mm"] ** 2 for r in done]))))}
 
 
-def evaluate_methods(methods: dict[str, str | Path], gt_dir: str | Path, out_dir: str | Path,
+def prediction_set(source: str | Path | PredictionSet) -> PredictionSet:
+    """A method's predictions: a :class:`PredictionSet` as is, a folder's meshes (:func:`list_meshes`) paired
+    by :func:`mesh_key`.
+
+    Raises:
+        ValueError: naming the folder, when it holds no mesh.
+    """
+    if isinstance(source, PredictionSet):
+        meshes: dict[str, Path | PredictedMesh] = {}
+        for name, mesh in source.meshes.items():
+            key = mesh_key(Path(name).name)
+            if key in meshes:
+                raise ValueError(f"{source.source}: two predictions pair as {key!r}")
+            meshes[key] = mesh
+        return PredictionSet(Path(source.source), meshes)
+    folder = Path(source)
+    meshes = list_meshes(folder)
+    if not meshes:
+        raise ValueError(f"{folder}: no predicted meshes ({', '.join(MESH_SUFFIXES)}) here or in {folder}/meshes"
+                         + ("; a fit folder's results/ are evaluated as PredictionSet(folder, fitted_meshes(folder, "
+                            "model)) (diffface.fitting.job.results)" if (folder / "results").is_dir() else ""))
+    return PredictionSet(folder, meshes)
+
+
+def check_pairing(predictions: PredictionSet, gt_keys, gt_dir: str | Path, allow_missing: bool = False) -> None:
+    """Raise ``ValueError`` when nothing pairs, or (unless ``allow_missing``) when a name is unmatched."""
+    gt_keys, pred_keys = set(gt_keys), set(predictions.meshes)
+    if not gt_keys:
+        raise ValueError(f"{gt_dir}: no ground-truth meshes ({', '.join(MESH_SUFFIXES)})")
+    missing, unpaired = sorted(gt_keys - pred_keys), sorted(pred_keys - gt_keys)
+    examples = lambda keys: ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")  # noqa: E731
+    if not gt_keys & pred_keys:
+        raise ValueError(f"{predictions.source}: none of its {len(pred_keys)} predictions ({examples(unpaired)}) "
+                         f"pairs by name with the {len(gt_keys)} ground-truth meshes of {gt_dir} "
+                         f"({examples(missing)})")
+    if allow_missing or not (missing or unpaired):
+        return
+    problems = []
+    if missing:
+        problems.append(f"no prediction for {len(missing)} of the {len(gt_keys)} ground-truth meshes "
+                        f"({examples(missing)})")
+    if unpaired:
+        problems.append(f"{len(unpaired)} predictions without a ground truth in {gt_dir} ({examples(unpaired)})")
+    raise ValueError(f"{predictions.source}: {'; '.join(problems)}; pass --allow-missing (allow_missing=True) "
+                     f"to evaluate the pairs and count the missing predictions as failures")
+
+
+def evaluate_methods(methods: dict[str, str | Path | PredictionSet], gt_dir: str | Path, out_dir: str | Path,
                      with_scale: bool = False, landmark_indices: np.ndarray | None = None,
-                     max_error: float = 1.0, progress: Callable[[int], None] | None = None) -> dict:
-    """Evaluate every method's folder of meshes against the ground truth; write ``report.json`` and ``ced.png``.
+                     max_error: float = 1.0, progress: Callable[[int], None] | None = None,
+                     allow_missing: bool = False) -> dict:
+    """Evaluate every method's predicted meshes against the ground truth; write ``report.json`` and ``ced.png``.
 
     Args:
-        methods: method name -> folder of predicted meshes.
+        methods: method name -> folder of predicted meshes, or a :class:`PredictionSet`.
         gt_dir: folder of ground-truth meshes (and ``NAME_landmarks.npy``).
         out_dir: where the report and plot go (created).
         with_scale: align with a similarity (else rigidly).
         landmark_indices: 68 vertex indices of the landmarks in every predicted mesh (else read
-            ``NAME_landmarks.npy`` beside each prediction, if any).
+            ``NAME_landmarks.npy`` beside each prediction, if any, or the landmarks a :class:`PredictedMesh` gives).
         max_error: the CED's range of d (AUC over ``[0, max_error]``).
         progress: called with 1 after each (ground truth, method) pair.
+        allow_missing: evaluate the pairs even when names are unmatched (a missing prediction counts as a
+            failure); else unmatched names are an error.
 
     Returns:
         The report (what ``report.json`` holds): ``methods`` -> name -> ``n``, ``n_failed``, ``auc``,
         ``median``, ``mean``, ``mean_mm``, ``median_mm``, ``rms_mm``, ``landmarks`` (the same for the
         landmark-only alignment, or ``None``), ``samples`` (per sample records), ``unpaired``.
+
+    Raises:
+        ValueError / FileNotFoundError: a folder without meshes, nothing pairing, or unmatched names.
     """
-    predictions = {name: list_meshes(folder) for name, folder in methods.items()}
     gt = list_meshes(gt_dir)
-    if not gt:
-        raise ValueError(f"{gt_dir}: no ground-truth meshes ({', '.join(MESH_SUFFIXES)})")
+    sets = {name: prediction_set(source) for name, source in methods.items()}
+    for prediction in sets.values():
+        check_pairing(prediction, gt, gt_dir, allow_missing)
+    predictions = {name: prediction.meshes for name, prediction in sets.items()}
     records = {name: [] for name in methods}
     for key, gt_path in gt.items():
         try:
@@ -205,10 +291,11 @@ def evaluate_methods(methods: dict[str, str | Path], gt_dir: str | Path, out_dir
                 progress(1)
     report = {"format": FORMAT, "gt": str(gt_dir), "with_scale": with_scale, "max_error": max_error,
               "methods": {}}
-    for name, folder in methods.items():
+    for name, prediction in sets.items():
         summary = summarise(records[name], "icp", max_error)
         summary["landmarks"] = summarise(records[name], "landmarks", max_error)
-        summary.update(pred=str(folder), unpaired=sorted(set(predictions[name]) - set(gt)), samples=records[name])
+        summary.update(pred=str(prediction.source), unpaired=sorted(set(predictions[name]) - set(gt)),
+                       samples=records[name])
         report["methods"][name] = summary
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,8 +10,12 @@ from diffface.alignment import Similarity
 from diffface.cli.main import main
 from diffface.evaluation import (TriangleMeshIndex, auc, ced_curve, closest_points_brute_force,
                                  closest_points_on_mesh, icp, landmark_alignment, normalized_distance_d)
+from diffface.evaluation.evaluate import mesh_key
 from diffface.evaluation.reference_meshes import height_field_scan
+from diffface.fitting.job.results import RESULT_FORMAT, result_path, write_fit_result
 from diffface.mesh_io import write_obj
+from diffface.model_format import save_model_npz
+from diffface.morphable_model import MorphableModel
 
 
 def surface_samples(vertices, faces, count, rng):
@@ -135,9 +139,12 @@ def test_cli_evaluate_and_compare(tmp_path, capsys):
     _write_folder(tmp_path / "B", bad)
     np.save(tmp_path / "ids.npy", landmark_ids)
     out = tmp_path / "E"
-    assert main(["evaluate", "--compare", f"good={tmp_path / 'A'}", f"bad={tmp_path / 'B'}", "--gt",
-                 str(tmp_path / "S" / "meshes"), "--landmarks", str(tmp_path / "ids.npy"), "--out", str(out),
-                 "--json"]) == 0
+    compare = ["evaluate", "--compare", f"good={tmp_path / 'A'}", f"bad={tmp_path / 'B'}", "--gt",
+               str(tmp_path / "S" / "meshes"), "--landmarks", str(tmp_path / "ids.npy"), "--out", str(out), "--json"]
+    assert main(compare) == 2  # an unmatched name is an error unless asked otherwise
+    assert "no prediction for 1 of the 3 ground-truth meshes (face_0002)" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(compare + ["--allow-missing"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["good/n"] == 3 and summary["bad/n"] == 2 and summary["bad/n_failed"] == 1
     report = json.loads((out / "report.json").read_text())
@@ -163,3 +170,86 @@ def test_cli_evaluate_bad_arguments(tmp_path, capsys):
     assert "NAME=DIR" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "nope"), str(tmp_path), "--out", str(tmp_path / "E")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def _fit_folder(folder, model, model_spec, params):
+    """A ``diffface fit`` folder without meshes: one result per row of ``params`` (``face_000k.png``)."""
+    folder.mkdir(parents=True)
+    if model_spec is not None:
+        (folder / "config.yaml").write_text(f"model: {model_spec}\nstages: [landmarks]\n")
+    for k, row in enumerate(params):
+        write_fit_result(result_path(folder, f"face_{k:04d}.png"), {
+            "format": np.array(RESULT_FORMAT), "image": np.array(f"face_{k:04d}.png"),
+            "key": np.array(f"face_{k:04d}.png"), "image_size": np.array([96, 96]),
+            "stages": np.array(["landmarks"]), "params": row.numpy(), "param_names": np.array(model.layout.names()),
+            "landmarks": np.zeros((68, 2)), "landmarks_observed": np.zeros((68, 2)),
+            "energy_names": np.array(["landmarks/total"]), "energy_values": np.array([1.0]),
+            "flag_names": np.array(["diverged"]), "flag_values": np.array([False]), "crop_matrix": np.eye(3),
+            "crop_size": np.array(96), "model_name": np.array(model.name),
+            "model_fingerprint": np.array(model.fingerprint)})
+    return folder
+
+
+def test_cli_evaluates_a_fit_folder_without_meshes_from_its_results(tmp_path, capsys, tiny_model_data):
+    """The meshes are rebuilt from the fitted parameters and the model: the same figures as from meshes."""
+    model = MorphableModel(tiny_model_data)
+    model_path = save_model_npz(tiny_model_data, tmp_path / "tiny.npz")
+    g = torch.Generator().manual_seed(3)
+    truth = model.layout.zeros(3, include_fitting=False)
+    truth.alpha_id = torch.randn(3, model.id_dims, generator=g)
+    fitted = model.layout.zeros(3, include_fitting=False)
+    fitted.alpha_id = truth.alpha_id + torch.randn(3, model.id_dims, generator=g) * 0.5
+    faces = model.triangles.numpy()
+    with torch.no_grad():
+        true_shapes = model.shape(truth.alpha_id, truth.alpha_exp).double().numpy()
+        fitted_shapes = model.shape(fitted.alpha_id, fitted.alpha_exp).double().numpy()
+    indices = model.landmark_indices.numpy()
+    _write_folder(tmp_path / "S" / "meshes", {f"face_{k:04d}": (true_shapes[k], faces) for k in range(3)},
+                  {f"face_{k:04d}": true_shapes[k][indices] for k in range(3)})
+    fits = _fit_folder(tmp_path / "F", model, model_path, model.layout.pack(fitted))
+    assert main(["evaluate", str(fits), str(tmp_path / "S"), "--out", str(tmp_path / "E"), "--json"]) == 0
+    from_results = json.loads(capsys.readouterr().out)
+    assert from_results["F/n"] == 3 and from_results["F/n_failed"] == 0 and from_results["F/landmarks/n"] == 3
+    assert 0 < from_results["F/auc"] < 1 and from_results["F/mean_mm"] > 0
+    # the same fitted shapes written as meshes, with the model's landmark vertices: the same figures
+    _write_folder(tmp_path / "M" / "meshes", {f"face_{k:04d}.png": (fitted_shapes[k], faces) for k in range(3)})
+    np.save(tmp_path / "ids.npy", indices)
+    assert main(["evaluate", str(tmp_path / "M"), str(tmp_path / "S"), "--landmarks", str(tmp_path / "ids.npy"),
+                 "--out", str(tmp_path / "E2"), "--json"]) == 0
+    from_meshes = json.loads(capsys.readouterr().out)
+    for key in ("auc", "median", "mean_mm", "landmarks/auc"):
+        assert from_results[f"F/{key}"] == pytest.approx(from_meshes[f"M/{key}"], rel=1e-4, abs=1e-6)
+    assert mesh_key("face_0001.ppm.obj") == mesh_key("face_0001.pgm.npz"[:-4]) == "face_0001"
+
+
+def test_cli_evaluate_says_what_is_missing(tmp_path, capsys, tiny_model_data):
+    model = MorphableModel(tiny_model_data)
+    model_path = save_model_npz(tiny_model_data, tmp_path / "tiny.npz")
+    vertices = model.mean_shape.double().numpy()
+    _write_folder(tmp_path / "S" / "meshes", {"face_0000": (vertices, model.triangles.numpy())})
+    params = model.layout.pack(model.layout.zeros(1, include_fitting=False))
+
+    def error(*argv):
+        assert main(["evaluate", *map(str, argv), "--out", str(tmp_path / "E")]) == 2
+        return capsys.readouterr().err.strip()
+
+    (tmp_path / "empty").mkdir()
+    assert error(tmp_path / "empty", tmp_path / "S") == (
+        f"diffface evaluate: error: {tmp_path / 'empty'}: no predicted meshes (.obj, .ply, .off, .wrl) here or in "
+        f"{tmp_path / 'empty' / 'meshes'}")
+    no_config = _fit_folder(tmp_path / "F1", model, None, params)
+    assert "names no model (no config.yaml); pass --model" in error(no_config, tmp_path / "S")
+    lost_model = _fit_folder(tmp_path / "F2", model, tmp_path / "gone.npz", params)
+    assert "gone.npz: no such model file (pass --model)" in error(lost_model, tmp_path / "S")
+    assert "fitted with the model 'tiny'" in error(lost_model, tmp_path / "S", "--model", "builtin")
+    unmatched = _fit_folder(tmp_path / "F3", model, model_path, params.expand(2, -1))
+    (unmatched / "results" / "face_0000.png.npz").rename(unmatched / "results" / "other.png.npz")
+    assert "none of its 2 predictions (face_0001, other) pairs by name with the 1 ground-truth meshes" in error(
+        unmatched, tmp_path / "S", "--allow-missing")
+    assert not (tmp_path / "E").exists()
+    # --model overrides the config's, and one unmatched prediction needs --allow-missing
+    (unmatched / "results" / "other.png.npz").rename(unmatched / "results" / "face_0000.png.npz")
+    assert "1 predictions without a ground truth" in error(unmatched, tmp_path / "S", "--model", model_path)
+    assert main(["evaluate", str(unmatched), str(tmp_path / "S"), "--model", str(model_path), "--allow-missing",
+                 "--out", str(tmp_path / "E"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["F3/n"] == 1
