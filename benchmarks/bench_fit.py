@@ -12,6 +12,8 @@ so both do the same steps), and is timed in the same run
     .venv/bin/python benchmarks/bench_fit.py            # table
     .venv/bin/python benchmarks/bench_fit.py --json     # one JSON object
     .venv/bin/python benchmarks/bench_fit.py --quick    # under a minute: batch 1 and 32, one repeat
+    .venv/bin/python benchmarks/bench_fit.py --device cuda --models bfm-size --batches 256 --texture-batch 256
+    .venv/bin/python benchmarks/bench_fit.py --stages 2 ...   # stage 2 alone (--stages 1: stage 1 alone)
 
 Stage 1's default runs batches of up to 64 faces on one CPU thread (``LandmarkFitConfig.cpu_threads``);
 the ``all thr.`` column times the same fit on torch's thread setting. Stage 2 (texture, default
@@ -224,14 +226,22 @@ def observations(model: MorphableModel, batch: int, seed: int = 0) -> torch.Tens
     return noisy_landmarks(clean, 2.0, seed=seed)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so the clock measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def images_per_s(fits: dict, observed: torch.Tensor, model: MorphableModel, repeats: int) -> dict:
     """Best-of-``repeats`` images/s of each fit function, the functions interleaved, and their mean energies."""
     best = {name: float("inf") for name in fits}
     energy = {}
     for _ in range(repeats):
         for name, fit in fits.items():
+            synchronize(observed.device)
             start = time.perf_counter()
             result = fit(model, observed, (224, 224), LandmarkFitConfig())
+            synchronize(observed.device)
             best[name] = min(best[name], time.perf_counter() - start)
             energy[name] = float(result.energy.nanmean())
     return {name: observed.shape[0] / seconds for name, seconds in best.items()}, energy
@@ -242,40 +252,59 @@ def all_threads(model, observed, image_size, config):
     return fit_landmarks(model, observed, image_size, replace(config, cpu_threads=0))
 
 
-def run(quick: bool) -> dict:
-    models = {"builtin": load_morphable_model("builtin"), "bfm-size": bfm_sized_model()}
-    batches = (1, 32) if quick else (1, 32, 256)
+MODELS = {"builtin": lambda: load_morphable_model("builtin"), "bfm-size": bfm_sized_model}
+
+
+def run(quick: bool, device: str = "cpu", model_names: tuple[str, ...] = tuple(MODELS),
+        batches: tuple[int, ...] | None = None, texture_batch: int | None = None, stages: tuple[int, ...] = (1, 2)) -> dict:
+    """Stage 1 at ``batches`` (default 1, 32, 256; ``quick``: 1, 32) and stage 2 at ``texture_batch`` (default 32;
+    ``quick``: 8) for each model of ``model_names``, on ``device``; only the ``stages`` asked for."""
+    device = torch.device(device)
+    models = {name: MODELS[name]().to(device) for name in model_names}
+    batches = batches or ((1, 32) if quick else (1, 32, 256))
     repeats = 1 if quick else 3
     rows = []
     for model_name, model in models.items():
-        observed_all = observations(model, max(batches))
+        if 1 not in stages:
+            break
+        observed_all = observations(model, max(batches)).to(device)
         fit_landmarks(model, observed_all[:2], (224, 224))  # first-call costs out of the timings
         for batch in batches:
-            # the default runs small batches on one thread (LandmarkFitConfig.cpu_threads); also timed on torch's
-            fits = {"current": fit_landmarks, "current_all_threads": all_threads}
+            fits = {"current": fit_landmarks}
+            if device.type == "cpu":  # the default runs small batches on one thread (cpu_threads); also torch's
+                fits["current_all_threads"] = all_threads
             # the reference takes minutes at batch 256 on a CPU; --quick times it at batch 32 only
             if batch <= 32 and not (quick and batch == 1):
                 fits["reference"] = reference_fit_landmarks
             speed, energy = images_per_s(fits, observed_all[:batch], model, repeats)
-            ref = speed.get("reference")
+            ref, all_threads_speed = speed.get("reference"), speed.get("current_all_threads")
             rows.append({"model": model_name, "vertices": model.num_vertices, "batch": batch,
                          "landmark_images_per_s": round(speed["current"], 1),
-                         "all_threads_images_per_s": round(speed["current_all_threads"], 1),
+                         "all_threads_images_per_s": None if all_threads_speed is None else round(all_threads_speed, 1),
                          "reference_images_per_s": None if ref is None else round(ref, 1),
                          "speedup": None if ref is None else round(speed["current"] / ref, 1),
                          "energy_mean": round(energy["current"], 6),
                          "reference_energy_mean": None if ref is None else round(energy["reference"], 6)})
-    texture_batch = 8 if quick else 32
-    texture_rows = [texture_speed(name, model, texture_batch) for name, model in models.items()]
-    # the same fit on the whole mesh (TextureFitConfig.active_vertices=False): the reference for the BFM size
-    texture_rows.append(texture_speed("bfm-size", models["bfm-size"], texture_batch, active_vertices=False))
-    head = next(r for r in rows if r["model"] == "builtin" and r["batch"] == 32)
-    return {"landmark_images_per_s": head["landmark_images_per_s"],
-            "reference_landmark_images_per_s": head["reference_images_per_s"],
-            "texture_images_per_s_bfm_size": texture_rows[1]["texture_images_per_s"],
-            "texture_images_per_s_bfm_size_full_mesh": texture_rows[2]["texture_images_per_s"],
-            "texture_images_per_s_builtin": texture_rows[0]["texture_images_per_s"],
-            "device": "cpu", "threads": torch.get_num_threads(),
+    texture_batch = texture_batch or (8 if quick else 32)
+    texture_rows = [texture_speed(name, model, texture_batch) for name, model in models.items() if 2 in stages]
+    if "bfm-size" in models and 2 in stages:
+        # the same fit on the whole mesh (TextureFitConfig.active_vertices=False): the reference for the BFM size
+        texture_rows.append(texture_speed("bfm-size", models["bfm-size"], texture_batch, active_vertices=False))
+    # the first model's batch-32 row (builtin's by default)
+    head = next((r for r in rows if r["batch"] == 32), rows[0] if rows else dict.fromkeys(
+        ("landmark_images_per_s", "model", "batch", "reference_images_per_s")))
+
+    def texture(model_name: str, active_vertices: bool = True) -> float | None:
+        return next((r["texture_images_per_s"] for r in texture_rows
+                     if r["model"] == model_name and r["active_vertices"] == active_vertices), None)
+
+    return {"landmark_images_per_s": head["landmark_images_per_s"], "landmark_model": head["model"],
+            "landmark_batch": head["batch"], "reference_landmark_images_per_s": head["reference_images_per_s"],
+            "texture_images_per_s_bfm_size": texture("bfm-size"),
+            "texture_images_per_s_bfm_size_full_mesh": texture("bfm-size", active_vertices=False),
+            "texture_images_per_s_builtin": texture("builtin"),
+            "device": str(device), "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "threads": torch.get_num_threads(),
             "torch": torch.__version__, "quick": quick, "rows": rows, "texture_rows": texture_rows}
 
 
@@ -284,14 +313,17 @@ def texture_speed(model_name: str, model: MorphableModel, batch: int, active_ver
 
     The images are random (timing only: the work per step does not depend on their content).
     """
-    observed = observations(model, batch, seed=1)
+    device = model.mean_shape.device
+    observed = observations(model, batch, seed=1).to(device)
     start_params = fit_landmarks(model, observed, (224, 224)).params
-    images = torch.rand(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    images = torch.rand(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(device)
     config = TextureFitConfig(active_vertices=active_vertices)
     fit_texture(model, images[:1], observed[:1], start_params.index(slice(0, 1)),
                 TextureFitConfig(rounds=1, steps_per_group=1))  # first-call costs out of the timing
+    synchronize(device)
     start = time.perf_counter()
     fit_texture(model, images, observed, start_params, config)
+    synchronize(device)
     seconds = time.perf_counter() - start
     return {"model": model_name, "vertices": model.num_vertices, "batch": batch, "active_vertices": active_vertices,
             "texture_images_per_s": round(batch / seconds, 3), "seconds": round(seconds, 2),
@@ -299,7 +331,8 @@ def texture_speed(model_name: str, model: MorphableModel, batch: int, active_ver
 
 
 def print_table(result: dict) -> None:
-    print(f"torch {result['torch']}, {result['device']}, {result['threads']} threads; landmark-only stage 1, "
+    print(f"torch {result['torch']}, {result['cuda_device'] or result['device']}, {result['threads']} threads; "
+          "landmark-only stage 1, "
           f"default config ({LandmarkFitConfig().rounds} rounds x (pose {LandmarkFitConfig().pose_steps} + identity and "
           f"expression {LandmarkFitConfig().steps_per_group} each) LM steps), best of the repeats")
     header = (f"{'model':>9} {'vertices':>8} {'batch':>5} {'images/s':>9} {'all thr.':>9} {'reference':>10} "
@@ -310,8 +343,9 @@ def print_table(result: dict) -> None:
         ref = "-" if r["reference_images_per_s"] is None else f"{r['reference_images_per_s']:.1f}"
         speed = "-" if r["speedup"] is None else f"{r['speedup']:.1f}x"
         ref_energy = "-" if r["reference_energy_mean"] is None else f"{r['reference_energy_mean']:.5f}"
+        all_threads = "-" if r["all_threads_images_per_s"] is None else f"{r['all_threads_images_per_s']:.1f}"
         print(f"{r['model']:>9} {r['vertices']:>8} {r['batch']:>5} {r['landmark_images_per_s']:>9.1f} "
-              f"{r['all_threads_images_per_s']:>9.1f} {ref:>10} "
+              f"{all_threads:>9} {ref:>10} "
               f"{speed:>8} {r['energy_mean']:>9.5f} {ref_energy:>10}")
 
 
@@ -326,8 +360,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_output_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="batch 1 and 32, one repeat (under a minute)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    parser.add_argument("--batches", help="stage-1 batch sizes, comma-separated (default 1,32,256; --quick 1,32)")
+    parser.add_argument("--texture-batch", type=int, help="stage-2 batch (default 32; --quick 8)")
+    parser.add_argument("--stages", default="1,2", help="which stages to time: 1, 2 or 1,2 (default)")
     args = parser.parse_args(argv)
-    result = run(args.quick)
+    names = tuple(args.models.split(","))
+    unknown = [name for name in names if name not in MODELS]
+    if unknown:
+        parser.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
+    batches = tuple(int(b) for b in args.batches.split(",")) if args.batches else None
+    stages = tuple(int(stage) for stage in args.stages.split(","))
+    if not set(stages) <= {1, 2}:
+        parser.error(f"--stages takes 1, 2 or 1,2, not {args.stages}")
+    result = run(args.quick, args.device, names, batches, args.texture_batch, stages)
     emit(result, args, print_table)
 
 

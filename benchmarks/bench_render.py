@@ -8,11 +8,14 @@ timed in the same run when it imports, i.e. under the PyTorch3D venv::
     .venv-p3d/bin/python benchmarks/bench_render.py            # table
     .venv-p3d/bin/python benchmarks/bench_render.py --json     # one JSON object
     .venv/bin/python benchmarks/bench_render.py --quick        # under a minute (PyTorch3D: 20k faces, batch 1 only)
+    python benchmarks/bench_render.py --device cuda --json      # both rasterizers on the GPU (PyTorch3D's CUDA kernel)
 
 PyTorch3D's naive CPU rasterizer visits every face for every pixel, so a batch of 32 takes
 minutes; its batch-32 time is measured on the first ``--p3d-images`` images and scaled to the
 batch (the row says so in ``pytorch3d_images_timed``). Peak memory is measured for a batch of 256
-in a fresh subprocess as the growth of the peak resident set size during one forward pass.
+in a fresh subprocess as the growth of the peak resident set size during one forward pass; on CUDA
+(``--device cuda``) as the peak of ``torch.cuda.max_memory_allocated`` over one forward pass, in process.
+Timing keys name the device: ``builtin_cpu_ms`` / ``builtin_cuda_ms``, ``pytorch3d_cpu_ms`` / ``pytorch3d_cuda_ms``.
 """
 
 from __future__ import annotations
@@ -80,14 +83,22 @@ def screen_vertices(vertices: torch.Tensor, batch: int, seed: int = 0) -> torch.
     return torch.cat([uv, depth[..., None]], -1)
 
 
-def median_ms(fn, warmup: int, repeats: int) -> tuple[float, object]:
+def synchronize(device: torch.device) -> None:
+    """Wait for queued CUDA work, so that the clock measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_ms(fn, warmup: int, repeats: int, device: torch.device = torch.device("cpu")) -> tuple[float, object]:
     """Median wall time (ms) of ``fn()`` over ``repeats`` calls after ``warmup`` calls, and its last output."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         out = fn()
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times), out
 
@@ -132,47 +143,75 @@ def _memory_child(num_faces: int, batch: int, mode: str) -> None:
         print(json.dumps({"peak_growth_mb_fwd_bwd": round(peak - before, 1), "fwd_bwd_ms": round(1000 * seconds, 1)}))
 
 
-def run(quick: bool, p3d_images: int, with_pytorch3d: bool) -> dict:
-    targets = (20000, 70000)
+def measure_cuda_memory(num_faces: int, batch: int, device: torch.device) -> dict:
+    """Peak CUDA memory (MB) allocated during one batched forward pass, above what was allocated before."""
+    vertices, faces = face_mesh(num_faces)
+    screen, faces = screen_vertices(vertices, batch).to(device), faces.to(device)
+    synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    rasterize_meshes(screen, faces, IMAGE_SIZE)
+    synchronize(device)
+    return {"faces": int(faces.shape[0]), "batch": batch, "device": str(device),
+            "peak_growth_mb": round((torch.cuda.max_memory_allocated(device) - before) / 2 ** 20, 1),
+            "forward_ms": round(1000 * (time.perf_counter() - start), 1)}
+
+
+def run(quick: bool, p3d_images: int, with_pytorch3d: bool, device: str = "cpu",
+        targets: tuple[int, ...] = (20000, 70000), big_batch: int = 32, memory_batch: int = 256) -> dict:
+    """Every case on ``device``; ``targets``: face counts of the face mesh; ``big_batch``: the batched case;
+    ``memory_batch``: the batch of the memory measurement (0: none)."""
+    device = torch.device(device)
     # (mesh name, builder, target faces, batches): the built-in face at two resolutions, and the
     # 20,480-face sphere the issue quotes PyTorch3D's CPU time for.
-    cases = [("face", face_mesh, target, (1, 32)) for target in targets] + [("sphere", sphere_mesh, 20480, (1,))]
+    cases = [("face", face_mesh, target, (1, big_batch)) for target in targets] + [("sphere", sphere_mesh, 20480, (1,))]
     rows = []
+    kind = device.type
     if with_pytorch3d:  # first-call costs (extension loading) out of the timings
         tiny_vertices, tiny_faces = face_mesh(800)
-        rasterize_meshes_pytorch3d(screen_vertices(tiny_vertices, 1), tiny_faces, IMAGE_SIZE)
+        rasterize_meshes_pytorch3d(screen_vertices(tiny_vertices, 1).to(device), tiny_faces.to(device), IMAGE_SIZE)
     for mesh, build, target, batches in cases:
         vertices, faces = build(target)
-        colours = torch.rand(1, vertices.shape[0], 3).expand(max(batches), -1, -1)
+        faces = faces.to(device)
+        colours = torch.rand(1, vertices.shape[0], 3, device=device).expand(max(batches), -1, -1)
         for batch in batches:
-            screen = screen_vertices(vertices, batch)
+            screen = screen_vertices(vertices, batch).to(device)
             big = batch > 1
             warmup, repeats = ((1, 1) if quick else (1, 3)) if big else (3, 10 if quick else 25)
-            builtin_ms, frags = median_ms(lambda: rasterize_meshes(screen, faces, IMAGE_SIZE), warmup, repeats)
-            fwd_bwd_ms, _ = median_ms(lambda: forward_backward(screen, faces, colours[:batch]), warmup, repeats)
+            builtin_ms, frags = median_ms(lambda: rasterize_meshes(screen, faces, IMAGE_SIZE), warmup, repeats, device)
+            fwd_bwd_ms, _ = median_ms(lambda: forward_backward(screen, faces, colours[:batch]), warmup, repeats, device)
             row = {"mesh": mesh, "faces": int(faces.shape[0]), "batch": batch, "image_size": [IMAGE_SIZE, IMAGE_SIZE],
-                   "coverage": round(float(frags.mask.float().mean()), 4),
-                   "builtin_cpu_ms": round(builtin_ms, 2), "builtin_fwd_bwd_ms": round(fwd_bwd_ms, 2),
-                   "pytorch3d_cpu_ms": None, "pytorch3d_images_timed": None, "speedup_vs_pytorch3d": None,
+                   "device": str(device), "coverage": round(float(frags.mask.float().mean()), 4),
+                   f"builtin_{kind}_ms": round(builtin_ms, 2), "builtin_fwd_bwd_ms": round(fwd_bwd_ms, 2),
+                   f"pytorch3d_{kind}_ms": None, "pytorch3d_images_timed": None, "speedup_vs_pytorch3d": None,
                    "pix_to_face_agreement": None}
-            # --quick times PyTorch3D only where it takes seconds, not minutes
-            if with_pytorch3d and (not quick or (batch == 1 and faces.shape[0] <= QUICK_PYTORCH3D_MAX_FACES)):
-                timed = min(batch, p3d_images) if big else batch
+            # --quick times PyTorch3D only where it takes seconds, not minutes (on the CPU)
+            slow = quick and kind == "cpu" and not (batch == 1 and faces.shape[0] <= QUICK_PYTORCH3D_MAX_FACES)
+            if with_pytorch3d and not slow:
+                timed = min(batch, p3d_images) if big and kind == "cpu" else batch
                 part = screen[:timed]
                 p3d_ms, theirs = median_ms(lambda: rasterize_meshes_pytorch3d(part, faces, IMAGE_SIZE),
-                                           0 if (big or quick) else 1, 1 if (big or quick) else 3)
+                                           0 if (big or quick) else 1, 1 if (big or quick) else 3, device)
                 p3d_ms *= batch / timed
                 agreement = float((theirs.pix_to_face == frags.pix_to_face[:timed]).float().mean())
-                row.update(pytorch3d_cpu_ms=round(p3d_ms, 1), pytorch3d_images_timed=timed,
-                           speedup_vs_pytorch3d=round(p3d_ms / builtin_ms, 1), pix_to_face_agreement=round(agreement, 6))
+                row.update({f"pytorch3d_{kind}_ms": round(p3d_ms, 1), "pytorch3d_images_timed": timed,
+                            "speedup_vs_pytorch3d": round(p3d_ms / builtin_ms, 1),
+                            "pix_to_face_agreement": round(agreement, 6)})
             rows.append(row)
-    memory = [measure_memory(target, 256, with_backward=not quick) for target in targets]
+    if not memory_batch:
+        memory = []
+    elif kind == "cuda":
+        memory = [measure_cuda_memory(target, memory_batch, device) for target in targets]
+    else:
+        memory = [measure_memory(target, memory_batch, with_backward=not quick) for target in targets]
     head = rows[0]
-    return {"faces": head["faces"], "image_size": head["image_size"], "batch": head["batch"],
-            "builtin_cpu_ms": head["builtin_cpu_ms"], "pytorch3d_cpu_ms": head["pytorch3d_cpu_ms"],
+    return {"faces": head["faces"], "image_size": head["image_size"], "batch": head["batch"], "device": str(device),
+            "cuda_device": torch.cuda.get_device_name(device) if kind == "cuda" else None,
+            f"builtin_{kind}_ms": head[f"builtin_{kind}_ms"], f"pytorch3d_{kind}_ms": head[f"pytorch3d_{kind}_ms"],
             "speedup_vs_pytorch3d": head["speedup_vs_pytorch3d"],
             "pix_to_face_agreement": head["pix_to_face_agreement"],
-            "rows": rows, "memory_batch256": memory, "threads": torch.get_num_threads(),
+            "rows": rows, f"memory_batch{memory_batch}": memory, "threads": torch.get_num_threads(),
             "torch": torch.__version__, "pytorch3d": _pytorch3d_version() if with_pytorch3d else None,
             "quick": quick}
 
@@ -184,26 +223,31 @@ def _pytorch3d_version() -> str:
 
 
 def print_table(result: dict) -> None:
-    print(f"torch {result['torch']}, {result['threads']} threads, PyTorch3D {result['pytorch3d'] or 'not importable'}")
+    kind = result["device"].split(":")[0]
+    print(f"torch {result['torch']}, {result['cuda_device'] or str(result['threads']) + ' CPU threads'}, "
+          f"PyTorch3D {result['pytorch3d'] or 'not importable'}")
     header = (f"{'mesh':>6} {'faces':>7} {'batch':>5} {'image':>8} {'builtin ms':>11} {'fwd+bwd ms':>11} "
               f"{'pytorch3d ms':>13} {'speedup':>8} {'agreement':>10}")
     print(header)
     print("-" * len(header))
     for r in result["rows"]:
-        p3d = "-" if r["pytorch3d_cpu_ms"] is None else f"{r['pytorch3d_cpu_ms']:.0f}"
+        p3d = "-" if r[f"pytorch3d_{kind}_ms"] is None else f"{r[f'pytorch3d_{kind}_ms']:.0f}"
         if r["pytorch3d_images_timed"] is not None and r["pytorch3d_images_timed"] < r["batch"]:
             p3d += "*"
         speed = "-" if r["speedup_vs_pytorch3d"] is None else f"{r['speedup_vs_pytorch3d']:.0f}x"
         agree = "-" if r["pix_to_face_agreement"] is None else f"{100 * r['pix_to_face_agreement']:.3f}%"
-        print(f"{r['mesh']:>6} {r['faces']:>7} {r['batch']:>5} {r['image_size'][0]}x{r['image_size'][1]:<4} {r['builtin_cpu_ms']:>11.2f} "
+        print(f"{r['mesh']:>6} {r['faces']:>7} {r['batch']:>5} {r['image_size'][0]}x{r['image_size'][1]:<4} {r[f'builtin_{kind}_ms']:>11.2f} "
               f"{r['builtin_fwd_bwd_ms']:>11.2f} {p3d:>13} {speed:>8} {agree:>10}")
     if any(r["pytorch3d_images_timed"] not in (None, r["batch"]) for r in result["rows"]):
         print("* PyTorch3D timed on the first images of the batch and scaled to the batch")
-    for m in result["memory_batch256"]:
+    for m in next(value for key, value in result.items() if key.startswith("memory_batch")):
         if "error" in m:
-            print(f"memory, batch 256: failed: {m['error']}")
+            print(f"memory, batch {m['batch']}: failed: {m['error']}")
+        elif kind == "cuda":
+            print(f"memory, batch {m['batch']} x {m['faces']} faces: peak CUDA allocation {m['peak_growth_mb']:.0f} MB "
+                  f"forward ({m['forward_ms']:.0f} ms)")
         else:
-            line = (f"memory, batch 256 x {m['faces']} faces: peak RSS growth {m['peak_growth_mb']:.0f} MB forward "
+            line = (f"memory, batch {m['batch']} x {m['faces']} faces: peak RSS growth {m['peak_growth_mb']:.0f} MB forward "
                     f"(outputs {m['outputs_mb']:.0f} MB, inputs {m['inputs_mb']:.0f} MB, first call {m['forward_ms']:.0f} ms)")
             if "peak_growth_mb_fwd_bwd" in m:
                 line += (f", {m['peak_growth_mb_fwd_bwd']:.0f} MB forward + backward of interpolated colours "
@@ -218,6 +262,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-pytorch3d", action="store_true", help="skip PyTorch3D even when it imports")
     parser.add_argument("--p3d-images", type=int, default=2,
                         help="images of a batch that PyTorch3D renders for its batch-32 time (scaled to the batch)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--faces", default="20000,70000", help="face counts of the face mesh, comma-separated")
+    parser.add_argument("--batch", type=int, default=32, help="the batched case (default 32)")
+    parser.add_argument("--memory-batch", type=int, default=256, help="batch of the memory measurement (0: none)")
     parser.add_argument("--memory-child", nargs=3, metavar=("FACES", "BATCH", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
@@ -225,7 +273,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     with_pytorch3d = pytorch3d_available() and not args.no_pytorch3d
     p3d_images = 1 if args.quick else args.p3d_images
-    result = run(args.quick, p3d_images, with_pytorch3d)
+    targets = tuple(int(f) for f in args.faces.split(","))
+    result = run(args.quick, p3d_images, with_pytorch3d, args.device, targets, args.batch, args.memory_batch)
     emit(result, args, print_table)
 
 

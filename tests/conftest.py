@@ -80,8 +80,13 @@ def dtype(request) -> torch.dtype:
     return request.param
 
 
-def _devices() -> list[str]:
-    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: runs on a CUDA GPU (the cuda case of the device fixture, and tests that "
+                                       "need one); `pytest -m cuda` runs them alone (tools/gpu_check.sh)")
+
+
+def _devices() -> list:
+    return ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)] if torch.cuda.is_available() else ["cpu"]
 
 
 @pytest.fixture(params=_devices())

@@ -393,6 +393,7 @@ def test_devices_agree_with_cpu(device):
     torch.testing.assert_close(out.bary_coords.cpu()[same], cpu.bary_coords[same], atol=1e-5, rtol=0)
 
 
+@pytest.mark.cuda
 def test_faces_on_another_device_is_an_error():
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")

@@ -20,6 +20,7 @@ from diffface.networks.export.tensorrt import cached_build, engine_cache_key, mo
 TENSORRT_OK, TENSORRT_REASON = backend_available("tensorrt")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not (TENSORRT_OK and torch.cuda.is_available()),
                     reason=f"needs TensorRT and a CUDA GPU: {TENSORRT_REASON or 'no CUDA GPU'} (the PyPI tensorrt "
                            "wheels are placeholders fetching from NVIDIA's index, unreachable here)")
