@@ -256,7 +256,8 @@ MODELS = {"builtin": lambda: load_morphable_model("builtin"), "bfm-size": bfm_si
 
 
 def run(quick: bool, device: str = "cpu", model_names: tuple[str, ...] = tuple(MODELS),
-        batches: tuple[int, ...] | None = None, texture_batch: int | None = None, stages: tuple[int, ...] = (1, 2)) -> dict:
+        batches: tuple[int, ...] | None = None, texture_batch: int | None = None,
+        stages: tuple[int, ...] = (1, 2)) -> dict:
     """Stage 1 at ``batches`` (default 1, 32, 256; ``quick``: 1, 32) and stage 2 at ``texture_batch`` (default 32;
     ``quick``: 8) for each model of ``model_names``, on ``device``; only the ``stages`` asked for."""
     device = torch.device(device)

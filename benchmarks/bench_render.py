@@ -236,7 +236,8 @@ def print_table(result: dict) -> None:
             p3d += "*"
         speed = "-" if r["speedup_vs_pytorch3d"] is None else f"{r['speedup_vs_pytorch3d']:.0f}x"
         agree = "-" if r["pix_to_face_agreement"] is None else f"{100 * r['pix_to_face_agreement']:.3f}%"
-        print(f"{r['mesh']:>6} {r['faces']:>7} {r['batch']:>5} {r['image_size'][0]}x{r['image_size'][1]:<4} {r[f'builtin_{kind}_ms']:>11.2f} "
+        print(f"{r['mesh']:>6} {r['faces']:>7} {r['batch']:>5} {r['image_size'][0]}x{r['image_size'][1]:<4} "
+              f"{r[f'builtin_{kind}_ms']:>11.2f} "
               f"{r['builtin_fwd_bwd_ms']:>11.2f} {p3d:>13} {speed:>8} {agree:>10}")
     if any(r["pytorch3d_images_timed"] not in (None, r["batch"]) for r in result["rows"]):
         print("* PyTorch3D timed on the first images of the batch and scaled to the batch")

@@ -121,7 +121,7 @@ def fake_tensorrt(version: str, layer_types=("CONVOLUTION", "ACTIVATION", "REDUC
     trt.float32, trt.float16 = "float32", "float16"
     builder_flags = ["TF32", "REFIT"] + (["FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"] if major <= 10 else [])
     trt.BuilderFlag = enum.Enum("BuilderFlag", builder_flags)
-    creation = (["EXPLICIT_BATCH", "STRONGLY_TYPED"] if major <= 10 else ["STRONGLY_TYPED", "PREFER_AOT_PYTHON_PLUGINS"])
+    creation = ["EXPLICIT_BATCH", "STRONGLY_TYPED"] if major <= 10 else ["STRONGLY_TYPED", "PREFER_AOT_PYTHON_PLUGINS"]
     trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", creation, start=0)
     trt.LayerType = enum.Enum("LayerType", ["CONVOLUTION", "ACTIVATION", "REDUCE", "SHUFFLE", "MATRIX_MULTIPLY",
                                             "CONSTANT", "ELEMENTWISE", "SLICE"])
