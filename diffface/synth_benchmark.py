@@ -37,7 +37,6 @@ from .atomic_io import atomic_write, write_text_atomic
 
 from .geometry import vertex_normals
 from .landmark_io import write_pts
-from .mesh_io import write_obj
 from .morphable_model import MorphableModel, load_morphable_model
 from .params import FaceParameters
 from .report_images import to_uint8_image
@@ -314,9 +313,23 @@ def random_occluders(face_mask: torch.Tensor, generator: torch.Generator, probab
 # -- writing ---------------------------------------------------------------------------------------
 
 def _write_png(path: Path, image: np.ndarray) -> Path:
-    with atomic_write(path) as handle:
-        Image.fromarray(image).save(handle, format="PNG")
+    with atomic_write(path) as handle:  # lossless at any level; level 1 writes 4x faster than the default 6
+        Image.fromarray(image).save(handle, format="PNG", compress_level=1)
     return path
+
+
+class _ObjWriter:
+    """Writes meshes of one topology as :func:`~diffface.mesh_io.write_obj` does, byte for byte, formatting the
+    triangle lines once instead of once per face (they were a third of the time of a ``diffface synth``)."""
+
+    def __init__(self, faces: np.ndarray):
+        self.num_faces = len(faces)
+        self.face_lines = ("f %d %d %d\n" * len(faces)) % tuple((faces.astype(np.int64) + 1).ravel().tolist())
+
+    def write(self, path: Path, vertices: np.ndarray) -> Path:
+        vertex_lines = ("v %r %r %r\n" * len(vertices)) % tuple(vertices.astype(np.float64).ravel().tolist())
+        header = f"# diffface mesh: {len(vertices)} vertices, {self.num_faces} triangles\n"
+        return write_text_atomic(path, header + vertex_lines + self.face_lines)
 
 
 def _write_npy(path: Path, array: np.ndarray) -> Path:
@@ -488,17 +501,20 @@ def generate_benchmark(out_dir: str | Path, config: SynthBenchmarkConfig = Synth
 
     samples, per_face = [], {key: [] for key in ("landmarks_2d", "landmarks_2d_clean", "landmark_vertex_indices")}
     mesh_size = (0, 0)
+    obj_writer = None
     for start in range(0, config.num_faces, config.batch_size):
         stop = min(start + config.batch_size, config.num_faces)
         with torch.no_grad():
             chunk = _render_chunk(model, renderer, truth.index(slice(start, stop)), draws[start:stop], config)
         faces_np = chunk["faces"].cpu().numpy()
+        if obj_writer is None:  # every face of a benchmark has the same (subdivided) topology
+            obj_writer = _ObjWriter(faces_np)
         mesh_size = (int(chunk["vertices"].shape[1]), len(faces_np))
         for k, i in enumerate(range(start, stop)):
             name = names[i]
             _write_png(out / "images" / f"{name}.png", to_uint8_image(chunk["images"][k]))
             write_pts(out / "images" / f"{name}.pts", chunk["landmarks_2d"][k].cpu().double().numpy())
-            write_obj(out / "meshes" / f"{name}.obj", chunk["vertices"][k].cpu().numpy(), faces_np)
+            obj_writer.write(out / "meshes" / f"{name}.obj", chunk["vertices"][k].cpu().numpy())
             _write_npy(out / "meshes" / f"{name}_landmarks.npy", chunk["landmarks_3d"][k].cpu().double().numpy())
             pitch, yaw, roll = (math.degrees(a) for a in truth.angles[i].tolist())
             samples.append({

@@ -196,3 +196,17 @@ def test_random_occluders_respect_the_face_fraction():
         assert (colour[:, ~mask] == 0).all()
     mask, _, count = random_occluders(face, torch.Generator().manual_seed(0), 0.0, 3, 0.2)
     assert count == 0 and not mask.any()
+
+
+def test_obj_writer_writes_what_write_obj_writes(tmp_path):
+    from diffface.mesh_io import write_obj
+    from diffface.synth_benchmark import _ObjWriter
+
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 50, (80, 3))
+    writer = _ObjWriter(faces)
+    for k in range(2):  # the cached triangle lines serve every mesh
+        vertices = np.round(rng.normal(size=(50, 3)) * 40, 4)
+        writer.write(tmp_path / f"fast{k}.obj", vertices)
+        write_obj(tmp_path / f"ref{k}.obj", vertices, faces)
+        assert (tmp_path / f"fast{k}.obj").read_bytes() == (tmp_path / f"ref{k}.obj").read_bytes()
