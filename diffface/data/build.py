@@ -61,6 +61,7 @@ CONFIG_NAME = "build.yaml"
 MIN_LANDMARKS = 6
 PASSED_FIT_FLAGS = ("diverged", "partial_landmarks")  # fit flags kept on an item (``nonfinite`` skips it)
 DIVERGED_SCORE = 2.0  # a fit whose stage 2 diverged sorts among the worst, whatever its other measures
+INDEX_REWRITE_SECONDS = 5.0  # how often a build in progress rewrites index.json
 
 
 @dataclass
@@ -333,6 +334,9 @@ def build_dataset(source: str | Path, out: str | Path, config: BuildConfig = Bui
         order = {n: i for i, n in enumerate(names.values())}
         write_index(out, sorted(entries.values(), key=lambda e: order[e.name]))
 
+    # the index is rewritten as items finish, for a curation page open on a dataset still being built; at most
+    # every INDEX_REWRITE_SECONDS, since each rewrite serialises every entry so far (quadratic in the items)
+    index_written = time.perf_counter()
     for start in range(0, len(todo), config.batch_size):
         batch = []
         for face in todo[start:start + config.batch_size]:
@@ -342,7 +346,9 @@ def build_dataset(source: str | Path, out: str | Path, config: BuildConfig = Bui
                 skipped.append({"key": face.key, "image": str(face.image), "reason": str(exc)})
         for entry in _process(batch, model, splits, out, config) if batch else []:
             entries[entry.name] = entry
-        write_current_index()
+        if time.perf_counter() - index_written > INDEX_REWRITE_SECONDS:
+            write_current_index()
+            index_written = time.perf_counter()
         if progress is not None:
             progress(len(todo[start:start + config.batch_size]))
     write_current_index()

@@ -51,6 +51,7 @@ CURATION_NAME = "curation.jsonl"
 SPLITS = ("train", "val")
 DECISIONS = ("keep", "reject", "unreviewed")
 ITEM_ARRAYS = ("params", "vertices", "projections", "landmarks")
+PNG_COMPRESS_LEVEL = 1
 
 
 class DatasetFormatError(ValueError):
@@ -168,8 +169,8 @@ def write_item(root: str | Path, name: str, crop: np.ndarray, arrays: dict[str, 
     if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3 or crop.shape[0] != crop.shape[1]:
         raise ValueError(f"item {name!r}: crop must be (S, S, 3) uint8, got {crop.shape} {crop.dtype}")
     png, npz = item_paths(root, name)
-    with atomic_write(png) as handle:
-        Image.fromarray(crop).save(handle, format="PNG")
+    with atomic_write(png) as handle:  # fastest zlib level: 4x quicker to write than the default, 10 % larger
+        Image.fromarray(crop).save(handle, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     with atomic_write(npz) as handle:
         np.savez(handle, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
 
@@ -234,13 +235,16 @@ def select_items(root: str | Path, split: str | None = None, honour_curation: bo
 
 
 class FaceDataset(torch.utils.data.Dataset):
-    """Training pairs streamed from a dataset folder (one item read per ``__getitem__``).
+    """Training pairs of a dataset folder: read one item per ``__getitem__``, or all at once (``preload``).
 
     Args:
         root: the dataset folder.
         split: ``"train"``, ``"val"`` or None (all).
         honour_curation: leave out the items rejected in ``curation.jsonl`` (read once, at construction).
         load_ground_truth: also return ``vertices`` and ``projections`` (skip for parameter-only losses).
+        preload: read every item at construction into one array per key (crops as one uint8 array), so
+            that ``__getitem__`` only indexes memory: decoding a PNG and an ``.npz`` per item took about 2 ms,
+            as long as a training step spends per image on one CPU thread.
 
     Shape:
         item -> {"image": (3, S, S) float32 in [0, 1], "params": (P,), "landmarks": (68, 2),
@@ -248,18 +252,36 @@ class FaceDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: str | Path, split: str | None = "train", honour_curation: bool = True,
-                 load_ground_truth: bool = True):
+                 load_ground_truth: bool = True, preload: bool = False):
         self.root = Path(root)
         self.info = read_info(root)
         self.entries = select_items(root, split, honour_curation)
         self.load_ground_truth = load_ground_truth
+        self.arrays: dict[str, np.ndarray] | None = None
+        if preload:
+            self.arrays = self._read_all()
+
+    def _read_all(self) -> dict[str, np.ndarray]:
+        keys = ("params", "landmarks") + (("vertices", "projections") if self.load_ground_truth else ())
+        size = self.info.crop_size
+        crops = np.empty((len(self.entries), size, size, 3), np.uint8)
+        stacked: dict[str, list] = {key: [] for key in keys}
+        for k, entry in enumerate(self.entries):
+            crops[k], arrays = read_item(self.root, entry.name)
+            for key in keys:
+                stacked[key].append(arrays[key])
+        return {"crops": crops, **{key: (np.stack(values) if values else np.empty((0,), np.float32))
+                                   for key, values in stacked.items()}}
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def __getitem__(self, index: int) -> dict:
         name = self.entries[index].name
-        crop, arrays = read_item(self.root, name)
+        if self.arrays is not None:
+            crop, arrays = self.arrays["crops"][index], {k: v[index] for k, v in self.arrays.items() if k != "crops"}
+        else:
+            crop, arrays = read_item(self.root, name)
         out = {"image": torch.from_numpy(crop.copy()).permute(2, 0, 1).float() / 255.0,
                "params": torch.from_numpy(arrays["params"]), "landmarks": torch.from_numpy(arrays["landmarks"]),
                "name": name}

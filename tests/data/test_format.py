@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from diffface.data.format import (CURATION_NAME, ITEM_ARRAYS, DatasetFormatError, DatasetInfo, FaceDataset,
                                   ItemEntry, append_decision, read_decisions, read_info, select_items,
@@ -27,6 +28,20 @@ def test_reader_returns_what_was_written(tmp_path):
     assert item["image"].shape == (3, 8, 8) and 0 <= float(item["image"].min()) <= float(item["image"].max()) <= 1
     assert item["params"].shape == (12,) and item["vertices"].shape == (5, 3) and item["projections"].shape == (5, 2)
     assert read_info(tmp_path).num_vertices == 5
+
+
+@pytest.mark.parametrize("load_ground_truth", [True, False])
+def test_preloaded_reader_returns_what_streaming_returns(tmp_path, load_ground_truth):
+    _dataset(tmp_path, n=5)
+    append_decision(tmp_path, "item2", "reject")
+    streamed = FaceDataset(tmp_path, split="train", load_ground_truth=load_ground_truth)
+    preloaded = FaceDataset(tmp_path, split="train", load_ground_truth=load_ground_truth, preload=True)
+    assert len(preloaded) == len(streamed) == 3 and preloaded.arrays["crops"].dtype == np.uint8
+    for i in range(len(streamed)):
+        a, b = streamed[i], preloaded[i]
+        assert a.keys() == b.keys() and a["name"] == b["name"]
+        for key in a.keys() - {"name"}:
+            assert torch.equal(a[key], b[key]), key
 
 
 def test_rejected_items_leave_the_reader_and_undo_brings_them_back(tmp_path):
