@@ -24,7 +24,7 @@ LOSSES = ("mse", "2d3d")
 # checkpoint's, checked on its own). Every other setting (and the dataset) shapes the weights the checkpoint
 # holds, so a resume must keep it.
 RESUME_MAY_CHANGE = ("steps", "val_every", "checkpoint_every", "log_every", "val_auc_max_d", "tensorboard",
-                     "overlay_samples", "num_workers", "cpu_threads", "device", "model")
+                     "overlay_samples", "num_workers", "cpu_threads", "device", "model", "preload")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,10 @@ class TrainConfig:
             its fingerprint must match the dataset's.
         steps: optimisation steps (one global batch each).
         batch_size: global batch, split evenly over ranks under ``torchrun``.
-        lr, lr_final: Adam learning rate, and the rate from ``lr_drop_at · steps`` on.
+        lr, lr_final: Adam learning rate, and the rate from ``lr_drop_at · steps`` on. 3e-3 → 3e-4 instead of the
+            method's 1e-4 → 1e-5 (at its batch 128 and GPU step counts): with the head started at zero and batch 64,
+            3e-3 reached a validation AUC of 0.733 after 200 steps where 1e-3 reached 0.676 and 1e-2 0.651
+            (docs/network.md, "The recipe").
         lr_drop_at: fraction of the steps after which ``lr_final`` applies.
         weight_decay: Adam's L2 weight decay.
         loss: ``"mse"`` (normalised parameters) or ``"2d3d"`` (vertices + projections).
@@ -64,15 +67,21 @@ class TrainConfig:
             that ranks, their DataLoader workers and OpenMP threads do not oversubscribe the cores (on 2
             cores, 2 threads beside one worker ran a step about 3× slower than 1 thread).
         device: ``cpu``, ``cuda`` (rank r of a ``torchrun`` job uses ``cuda:LOCAL_RANK``) or ``cuda:N``.
+        preload: read the whole dataset into memory when training starts (crops as one uint8 array) instead
+            of decoding a PNG and an ``.npz`` per item and step.
+        zero_init_head: start the last layer at zero, so that the untrained network predicts the training split's
+            mean parameters (the mean shape in the mean pose) instead of random ones; measured on 3,000 synthetic
+            fits, 600 steps of batch 64: validation AUC 0.737 against 0.677 with PyTorch's default init.
+        channels_last: run the network in channels-last memory format (1.5x the images/s of a CPU step).
     """
 
     network: str = "mobileface"
     width: int = 10
     model: str = "auto"
     steps: int = 30000
-    batch_size: int = 128
-    lr: float = 1e-4
-    lr_final: float = 1e-5
+    batch_size: int = 64
+    lr: float = 3e-3
+    lr_final: float = 3e-4
     lr_drop_at: float = 2 / 3
     weight_decay: float = 1e-4
     loss: str = "2d3d"
@@ -96,6 +105,9 @@ class TrainConfig:
     num_workers: int = 2
     cpu_threads: int = 0
     device: str = "cpu"
+    preload: bool = True
+    zero_init_head: bool = True
+    channels_last: bool = True
 
     def __post_init__(self):
         if self.loss not in LOSSES:

@@ -110,8 +110,9 @@ class _Run:
         if info.param_names != self.layout.names():
             raise ValueError(f"{self.dataset}: parameter names do not match the layout of {spec!r}")
         needs_ground_truth = config.loss == "2d3d"
-        self.train_set = FaceDataset(self.dataset, "train", load_ground_truth=needs_ground_truth)
-        self.val_set = FaceDataset(self.dataset, "val")
+        self.train_set = FaceDataset(self.dataset, "train", load_ground_truth=needs_ground_truth,
+                                     preload=config.preload)
+        self.val_set = FaceDataset(self.dataset, "val", preload=config.preload)
         self.augmenter = make_augmenter(config)
         normalizer = parameter_statistics(self.dataset, "train")
         torch.manual_seed(config.seed)  # the same initial weights on every rank
@@ -119,7 +120,12 @@ class _Run:
                                input_size=info.crop_size)
         self.network_config = {"width": config.width, "num_outputs": self.layout.network_size,
                                "input_size": info.crop_size}
+        if config.zero_init_head:
+            torch.nn.init.zeros_(network.fc.weight)
+            torch.nn.init.zeros_(network.fc.bias)
         network = convert_batchnorm(network, self.device).to(self.device)
+        if config.channels_last:
+            network = network.to(memory_format=torch.channels_last)
         self.regressor = FaceRegressor(network, normalizer, self.layout,
                                        ModelIdentity(self.model.name, self.model.fingerprint, spec),
                                        config.network, self.network_config, info.crop_size).to(self.device)
@@ -145,13 +151,14 @@ class _Run:
 
             self.unlabeled_set = UnlabeledPhotos(config.unlabeled, info.crop_size)
         self.step = 0
+        self.seconds_trained = 0.0  # wall-clock seconds of the run before this process (resume)
         if previous is not None:
             self.resume(previous)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def training_state(self) -> dict:
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "torch_rng": torch.get_rng_state()}
+                 "torch_rng": torch.get_rng_state(), "seconds": self.elapsed()}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -208,11 +215,12 @@ class _Run:
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
         self.step = int(data["step"])
+        self.seconds_trained = float(state.get("seconds", 0.0))
 
     # -- one step -----------------------------------------------------------------------------------
     def losses(self, batch: dict) -> dict[str, torch.Tensor]:
         config = self.config
-        images = batch["image"].to(self.device, non_blocking=True)
+        images = self.as_input(batch["image"])
         target = batch["params"].to(self.device, non_blocking=True)
         predicted = self.trained(images)
         normalizer = self.regressor.normalizer
@@ -233,6 +241,11 @@ class _Run:
             total = total + config.photometric_weight * terms["photometric"]
         terms["total"] = total
         return terms
+
+    def as_input(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch of crops on the device, in the network's memory format."""
+        images = images.to(self.device, non_blocking=True)
+        return images.contiguous(memory_format=torch.channels_last) if self.config.channels_last else images
 
     def loader(self):
         config = self.config
@@ -260,7 +273,7 @@ class _Run:
     def add_unlabeled_term(self, terms: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
         """``terms`` with ``photometric_unlabeled``, the photometric loss of the prediction on this rank's
         unlabelled shard, added (and weighted into ``total``)."""
-        images = batch["image"].to(self.device, non_blocking=True)
+        images = self.as_input(batch["image"])
         params = self.regressor.normalizer.denormalize(self.trained(images))
         term = self.photometric(params, images)
         return {**terms, "photometric_unlabeled": term, "total": terms["total"] + self.config.photometric_weight * term}
@@ -281,6 +294,7 @@ class _Run:
 
                 writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=self.step)
         start_step, start_time = self.step, time.perf_counter()
+        self.start_time = start_time
         last_terms, last_val = {}, None
         self.trained.train()
         for batch, unlabeled in self.batches():
@@ -315,13 +329,18 @@ class _Run:
                 **{f"loss/{k}": v for k, v in last_terms.items()},
                 **({f"val/{k}": v for k, v in last_val.items()} if last_val else {})}
 
+    def elapsed(self) -> float:
+        """Wall-clock seconds of the run so far, validations included, over every resume."""
+        start = getattr(self, "start_time", None)
+        return self.seconds_trained + (0.0 if start is None else time.perf_counter() - start)
+
     def validate(self, writer) -> dict | None:
         if not self.is_main or len(self.val_set) == 0:
             self.barrier()
             return None
         metrics = validate(self.regressor, self.model, self.val_loader(), self.config.val_auc_max_d, self.device)
         with open(self.out / METRICS_NAME, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"step": self.step, **metrics}) + "\n")
+            handle.write(json.dumps({"step": self.step, "seconds": round(self.elapsed(), 2), **metrics}) + "\n")
         if writer is not None:
             for name, value in metrics.items():
                 writer.add_scalar(f"val/{name}", value, self.step)
