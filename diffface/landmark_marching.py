@@ -8,11 +8,26 @@ from __future__ import annotations
 
 import torch
 
-from .camera import euler_to_rotation
+from .camera import MODEL_TO_CAMERA_FLIP, euler_to_rotation
 from .checks import check_shape
 
 NUM_LANDMARKS = 68
 CHIN_LANDMARK = 8
+
+
+def image_axis_of_model_x(rotation: torch.Tensor) -> torch.Tensor:
+    """Unit image direction (u, v) of the model's +x axis under ``rotation``.
+
+    The camera sees ``F·R·x`` with ``F = diag(1, -1, -1)`` (:data:`~diffface.camera.MODEL_TO_CAMERA_FLIP`),
+    so the first column's image part is ``(R00, -R10)``: the flip negates the second row too (taking
+    ``R[:2, 0]`` mirrors the axis whenever the head is rolled).
+
+    Shape:
+        rotation: (B, 3, 3) -> (B, 2).
+    """
+    flip = torch.tensor(MODEL_TO_CAMERA_FLIP[:2], dtype=rotation.dtype, device=rotation.device)
+    axis = rotation[:, :2, 0] * flip
+    return axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def march_contour_landmarks(uv: torch.Tensor, angles: torch.Tensor, landmark_indices: torch.Tensor,
@@ -45,9 +60,7 @@ def march_contour_landmarks(uv: torch.Tensor, angles: torch.Tensor, landmark_ind
         return indices
     lines = contour_lines.to(uv.device)
     valid = lines >= 0
-    # image direction of the model's +x axis: first column of F·R, flip F leaves x unchanged
-    axis = euler_to_rotation(angles)[:, :2, 0]  # (B, 2)
-    axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    axis = image_axis_of_model_x(euler_to_rotation(angles))  # (B, 2)
     line_uv = uv[:, lines.clamp_min(0)]  # (B, C, K, 2)
     along = (line_uv * axis[:, None, None, :]).sum(-1)  # (B, C, K)
     sign = torch.where(contour_landmarks.to(uv.device) < CHIN_LANDMARK, -1.0, 1.0).to(uv.dtype)

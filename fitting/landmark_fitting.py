@@ -20,7 +20,7 @@ import torch
 
 from diffface.camera import MODEL_TO_CAMERA_FLIP, euler_to_rotation, euler_to_rotation_jacobian
 from diffface.checks import check_finite, check_shape
-from diffface.landmark_marching import CHIN_LANDMARK
+from diffface.landmark_marching import CHIN_LANDMARK, image_axis_of_model_x
 from diffface.morphable_model import MorphableModel
 from diffface.params import FaceParameters
 from diffface.threads import torch_threads
@@ -179,8 +179,7 @@ class _LandmarkRows:
             return local
         line_cam = cam.index_select(1, self.lines.flatten()).view(B, *self.lines.shape, 3)  # (B, C, K, 3)
         uv = focal[:, None, None] * line_cam[..., :2] / _depth(line_cam)[..., None] + pp[:, None, None]
-        axis = rotation[:, :2, 0]
-        axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        axis = image_axis_of_model_x(rotation)
         score = (uv * axis[:, None, None]).sum(-1) * self.side + self.line_penalty
         chosen = torch.gather(self.lines.expand(B, -1, -1), 2, score.argmax(-1, keepdim=True))[..., 0]
         local = local.clone()
