@@ -87,6 +87,11 @@ def make_augmenter(config: TrainConfig):
     return Augmenter(AugmentConfig.from_dict(config.augment_options))
 
 
+def memory_format(config: TrainConfig) -> torch.memory_format:
+    """The memory format training runs the network and its input batches in (``TrainConfig.channels_last``)."""
+    return torch.channels_last if config.channels_last else torch.contiguous_format
+
+
 class _Run:
     """The state of one training process (rank); see :func:`train`."""
 
@@ -124,8 +129,7 @@ class _Run:
             torch.nn.init.zeros_(network.fc.weight)
             torch.nn.init.zeros_(network.fc.bias)
         network = convert_batchnorm(network, self.device).to(self.device)
-        if config.channels_last:
-            network = network.to(memory_format=torch.channels_last)
+        network = network.to(memory_format=memory_format(config))
         self.regressor = FaceRegressor(network, normalizer, self.layout,
                                        ModelIdentity(self.model.name, self.model.fingerprint, spec),
                                        config.network, self.network_config, info.crop_size).to(self.device)
@@ -245,7 +249,7 @@ class _Run:
     def as_input(self, images: torch.Tensor) -> torch.Tensor:
         """A batch of crops on the device, in the network's memory format."""
         images = images.to(self.device, non_blocking=True)
-        return images.contiguous(memory_format=torch.channels_last) if self.config.channels_last else images
+        return images.contiguous(memory_format=memory_format(self.config))
 
     def loader(self):
         config = self.config

@@ -336,22 +336,25 @@ def build_dataset(source: str | Path, out: str | Path, config: BuildConfig = Bui
 
     # the index is rewritten as items finish, for a curation page open on a dataset still being built; at most
     # every INDEX_REWRITE_SECONDS, since each rewrite serialises every entry so far (quadratic in the items)
+    # (a killed build leaves its finished items: a re-run reads them back; an interrupted one also its index)
     index_written = time.perf_counter()
-    for start in range(0, len(todo), config.batch_size):
-        batch = []
-        for face in todo[start:start + config.batch_size]:
-            try:
-                batch.append(_prepare(face, names[face.key], model, config))
-            except (ValueError, ImageReadError, FileNotFoundError) as exc:
-                skipped.append({"key": face.key, "image": str(face.image), "reason": str(exc)})
-        for entry in _process(batch, model, splits, out, config) if batch else []:
-            entries[entry.name] = entry
-        if time.perf_counter() - index_written > INDEX_REWRITE_SECONDS:
-            write_current_index()
-            index_written = time.perf_counter()
-        if progress is not None:
-            progress(len(todo[start:start + config.batch_size]))
-    write_current_index()
+    try:
+        for start in range(0, len(todo), config.batch_size):
+            batch = []
+            for face in todo[start:start + config.batch_size]:
+                try:
+                    batch.append(_prepare(face, names[face.key], model, config))
+                except (ValueError, ImageReadError, FileNotFoundError) as exc:
+                    skipped.append({"key": face.key, "image": str(face.image), "reason": str(exc)})
+            for entry in _process(batch, model, splits, out, config) if batch else []:
+                entries[entry.name] = entry
+            if time.perf_counter() - index_written > INDEX_REWRITE_SECONDS:
+                write_current_index()
+                index_written = time.perf_counter()
+            if progress is not None:
+                progress(len(todo[start:start + config.batch_size]))
+    finally:
+        write_current_index()
     write_text_atomic(out / SKIPPED_NAME, json.dumps(skipped, indent=1))
 
     seconds = time.perf_counter() - started

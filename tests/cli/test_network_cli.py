@@ -94,7 +94,8 @@ def test_errors_are_one_line_naming_the_culprit(trained_run, tmp_path, capsys):
                      str(tmp_path / "cfg.yaml"), "--model", str(tmp_path / "tiny.npz"), "--steps", "4",
                      "--width", "8", "--lr", "0.01"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "width 4 -> 8" in err and "lr 0.0001 -> 0.01" in err
+    lr = yaml.safe_load(saved)["lr"]
+    assert err.count("\n") == 1 and "width 4 -> 8" in err and f"lr {lr!r} -> 0.01" in err
     assert (trained_run / "config.yaml").read_text() == saved
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     assert cli_main(["predict", str(tmp_path / "bad.pt"), str(tmp_path), "--out", str(tmp_path / "p")]) == 2
