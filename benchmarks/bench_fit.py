@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from bench_output import add_output_arguments, emit
 
-from diffface.camera import euler_to_rotation, euler_to_rotation_jacobian, perspective_project
+from diffface.camera import euler_to_rotation, euler_to_rotation_jacobian, model_to_camera_flip, perspective_project
 from diffface.fitting import (LandmarkFitConfig, LandmarkFitResult, TextureFitConfig, fit_landmarks, fit_texture,
                               initial_parameters)
 from diffface.checks import check_finite, check_shape
@@ -41,7 +41,8 @@ from diffface.landmark_marching import march_contour_landmarks
 from diffface.model_format import MorphableModelData
 from diffface.morphable_model import MorphableModel, load_morphable_model
 from diffface.params import FaceParameters
-from diffface.synth import SceneConfig, noisy_landmarks, project_landmarks, sample_scenes
+from diffface.synth import SceneConfig, noisy_landmarks, sample_scenes
+from diffface.landmark_marching import project_landmarks
 
 GROUPS = ("pose", "identity", "expression")
 BFM_VERTICES = 35709
@@ -92,7 +93,7 @@ class _ReferenceTerms:
 
 
 def _reference_landmark_terms(pose, a_id, a_exp, mean_lm, id_lm, exp_lm, target, weight, focal, pp, need_jacobian=True):
-    flip = torch.tensor([1.0, -1.0, -1.0], dtype=pose.dtype, device=pose.device)
+    flip = model_to_camera_flip(pose)
     points = mean_lm + torch.einsum("blck,bk->blc", id_lm, a_id) + torch.einsum("blck,bk->blc", exp_lm, a_exp)
     rotation = euler_to_rotation(pose[:, :3]) * flip[:, None]  # F·R, (B, 3, 3)
     cam = points @ rotation.transpose(1, 2) + pose[:, None, 3:]

@@ -38,7 +38,7 @@ from diffface.demo import curate_automatically, landmark_rms_px
 from diffface.evaluation.baselines import ground_truth_names, mean_shape_baseline
 from diffface.evaluation.evaluate import evaluate_methods
 from diffface.fitting import LandmarkFitConfig, TextureFitConfig
-from diffface.fitting.fit_job import FitJobConfig, run_fit_job
+from diffface.fitting.job import FitJobConfig, run_fit_job
 from diffface.morphable_model import load_morphable_model
 from diffface.networks import TrainConfig, load_checkpoint, train
 from diffface.networks.predict import PredictConfig, predict_images

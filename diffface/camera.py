@@ -28,7 +28,8 @@ from .geometry import rotate_points
 MODEL_TO_CAMERA_FLIP = (1.0, -1.0, -1.0)
 
 
-def _flip(like: torch.Tensor) -> torch.Tensor:
+def model_to_camera_flip(like: torch.Tensor) -> torch.Tensor:
+    """:data:`MODEL_TO_CAMERA_FLIP` as a tensor of ``like``'s dtype and device. Shape: -> (3,)."""
     return torch.tensor(MODEL_TO_CAMERA_FLIP, dtype=like.dtype, device=like.device)
 
 
@@ -125,7 +126,7 @@ def world_to_camera(points: torch.Tensor, angles: torch.Tensor, translation: tor
     check_shape(points, ["B", "N", 3], "points")
     check_shape(angles, ["B", 3], "angles")
     check_shape(translation, ["B", 3], "translation")
-    rotation = euler_to_rotation(angles) * _flip(points)[:, None]  # rows scaled: F · R
+    rotation = euler_to_rotation(angles) * model_to_camera_flip(points)[:, None]  # rows scaled: F · R
     return rotate_points(points, rotation) + translation[:, None, :]
 
 
@@ -175,7 +176,7 @@ def to_opencv(angles: torch.Tensor, translation: torch.Tensor, focal: torch.Tens
         angles, translation: (B, 3); focal: (B, 1); principal_point: (B, 2)
         -> K (B, 3, 3), R (B, 3, 3), tvec (B, 3).
     """
-    rotation = euler_to_rotation(angles) * _flip(angles)[:, None]
+    rotation = euler_to_rotation(angles) * model_to_camera_flip(angles)[:, None]
     return intrinsic_matrix(focal, principal_point), rotation, translation.clone()
 
 
@@ -197,7 +198,7 @@ def from_opencv(K: torch.Tensor, R: torch.Tensor, tvec: torch.Tensor,
     if (fx - fy).abs().max() > atol_px or skew.abs().max() > atol_px:
         raise ValueError("K must have fx == fy and zero skew for the method's camera "
                          f"(got fx={fx.tolist()}, fy={fy.tolist()}, skew={skew.tolist()})")
-    rotation = R * _flip(R)[:, None]  # F is its own inverse
+    rotation = R * model_to_camera_flip(R)[:, None]  # F is its own inverse
     return rotation_to_euler(rotation), tvec.clone(), fx[:, None].clone(), K[:, :2, 2].clone()
 
 

@@ -224,7 +224,7 @@ def step_landmarks(run: DemoRun) -> dict:
 
 def _fit_config(run: DemoRun, landmark_set: str, stages: tuple[str, ...], meshes: str):
     from diffface.fitting import LandmarkFitConfig, TextureFitConfig
-    from diffface.fitting.fit_job import FitJobConfig
+    from diffface.fitting.job import FitJobConfig
 
     config = run.config
     return FitJobConfig(model=config.model, detector="pts",
@@ -244,7 +244,7 @@ FIT_JOBS = {  # fit folder -> (photo set, stages, meshes)
 
 def step_fit(run: DemoRun) -> dict:
     """Stage 1 on every photo; stage 1 + 2 on the held-out ones."""
-    from diffface.fitting.fit_job import run_fit_job
+    from diffface.fitting.job import run_fit_job
 
     figures = {}
     for name, (photos, stages, meshes) in FIT_JOBS.items():
@@ -435,7 +435,7 @@ def landmark_rms_px(projected: np.ndarray, observed: np.ndarray) -> float:
 
 def project_landmarks_px(model: MorphableModel, params) -> np.ndarray:
     """The 68 landmarks of unpacked parameters projected into their image. Shape: batch B -> (B, 68, 2)."""
-    from .synth import project_landmarks
+    from .landmark_marching import project_landmarks
 
     with torch.no_grad():
         landmarks, _ = project_landmarks(model, params, model.shape(params.alpha_id, params.alpha_exp))

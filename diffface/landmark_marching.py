@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from .camera import MODEL_TO_CAMERA_FLIP, euler_to_rotation
+from .camera import MODEL_TO_CAMERA_FLIP, euler_to_rotation, perspective_project
 from .checks import check_shape
+from .morphable_model import MorphableModel
+from .params import FaceParameters
 
 NUM_LANDMARKS = 68
 CHIN_LANDMARK = 8
@@ -70,3 +72,21 @@ def march_contour_landmarks(uv: torch.Tensor, angles: torch.Tensor, landmark_ind
     chosen = torch.gather(lines.expand(B, -1, -1), 2, best[..., None])[..., 0]
     indices[:, contour_landmarks.to(uv.device)] = chosen
     return indices
+
+
+def project_landmarks(model: MorphableModel, params: FaceParameters,
+                      vertices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """2D landmarks of faces (contour landmarks marched to the silhouette).
+
+    Returns:
+        ``(landmarks_2d, landmark_vertex_indices)``.
+
+    Shape:
+        -> (B, 68, 2), (B, 68).
+    """
+    if vertices is None:
+        vertices = model.shape(params.alpha_id, params.alpha_exp)
+    uv, _ = perspective_project(vertices, params.angles, params.translation, params.focal, params.principal_point)
+    indices = march_contour_landmarks(uv, params.angles, model.landmark_indices, model.contour_landmarks,
+                                      model.contour_lines)
+    return torch.gather(uv, 1, indices[..., None].expand(-1, -1, 2)), indices

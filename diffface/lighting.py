@@ -125,6 +125,48 @@ def ambient_sh_coefficients(batch: int, ambient: float = 1.0, direction: tuple[f
     return coeffs[:, None, :].expand(batch, 3, SH_BANDS).reshape(batch, 27).clone()
 
 
+def lighting_design(albedo: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+    """The linear map from SH lighting to colour: ``albedo_c · Â_k · Y_k(n)`` per point, channel and coefficient,
+    so that ``sh_shading(albedo, normals, L)[b, n, c] = Σ_k design[b, n, c, k] · L[b, k, c]``.
+
+    Shape:
+        albedo, normals: (B, N, 3) -> (B, N, 3, 9).
+    """
+    attenuation = torch.tensor(SH_ATTENUATION, dtype=normals.dtype, device=normals.device)
+    return albedo[..., None] * (sh_basis(normals) * attenuation)[..., None, :]
+
+
+def solve_sh_lighting(design: torch.Tensor, colors: torch.Tensor, weights: torch.Tensor,
+                      ridge: float = 1e-6) -> torch.Tensor:
+    """The SH lighting minimising ``Σ_n w_nc (design_nc · L_c − colors_nc)² + ridge·‖L_c‖²`` for each image and
+    colour channel c (weighted ridge least squares over the points; IRLS callers pass their weights).
+
+    The one lighting solver of the package: stage 2's texture fit solves it over UV texels, the
+    self-supervised photometric loss over vertices.
+
+    Shape:
+        design: (B, N, 3, 9) (:func:`lighting_design`); colors: (B, N, 3); weights: (B, N, 3) or (B, N)
+        -> (B, 27) channel-major.
+    """
+    check_shape(design, ["B", "N", 3, SH_BANDS], "design")
+    check_shape(colors, list(design.shape[:3]), "colors")
+    if weights.ndim == 2:
+        weights = weights[..., None].expand_as(colors)
+    weighted = design * weights[..., None]
+    normal_matrix = torch.einsum("bnck,bncl->bckl", weighted, design)
+    normal_matrix = normal_matrix + ridge * torch.eye(SH_BANDS, dtype=design.dtype, device=design.device)
+    rhs = torch.einsum("bnck,bnc->bck", weighted, colors)
+    return torch.linalg.solve(normal_matrix, rhs[..., None])[..., 0].reshape(design.shape[0], 3 * SH_BANDS)
+
+
+def default_lighting(batch: int, dtype: torch.dtype = torch.float32,
+                     device: torch.device | str | None = None) -> torch.Tensor:
+    """The light fits without SH and predictions are shown under (previews, the fit monitor, training
+    overlays): soft white ambient plus a light from the upper front. Shape: -> (B, 27)."""
+    return ambient_sh_coefficients(batch, ambient=0.75, direction=(0.3, 0.4, 1.0), directional=0.35, dtype=dtype,
+                                   device=device)
+
+
 class SHLighting(nn.Module):
     """SH-lit Lambertian shading with lighting set at construction and overridable per call.
 

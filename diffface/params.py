@@ -22,9 +22,10 @@ from .checks import check_shape
 SH_COEFFS = 27  # 9 spherical-harmonics coefficients x RGB
 
 
-@dataclass
+@dataclass(frozen=True)
 class FaceParameters:
-    """A batch of face parameters, one named tensor per group.
+    """A batch of face parameters, one named tensor per group (frozen: change a group with
+    ``dataclasses.replace``; the tensors themselves are not copied).
 
     Shape:
         alpha_id: (B, K_id); alpha_exp: (B, K_exp); translation: (B, 3) mm;

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .camera import MODEL_TO_CAMERA_FLIP, euler_to_rotation, perspective_project
-from .landmark_marching import march_contour_landmarks
+from .camera import MODEL_TO_CAMERA_FLIP, euler_to_rotation
 from .lighting import ambient_sh_coefficients
 from .morphable_model import MorphableModel
 from .params import FaceParameters
@@ -82,24 +81,6 @@ def sample_scenes(model: MorphableModel, batch: int, config: SceneConfig = Scene
         focal=torch.full((batch, 1), config.focal_px), principal_point=torch.full((batch, 2), half),
         beta=beta, sh=sh,
     ).to(device)
-
-
-def project_landmarks(model: MorphableModel, params: FaceParameters,
-                      vertices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """2D landmarks of faces (contour landmarks marched to the silhouette).
-
-    Returns:
-        ``(landmarks_2d, landmark_vertex_indices)``.
-
-    Shape:
-        -> (B, 68, 2), (B, 68).
-    """
-    if vertices is None:
-        vertices = model.shape(params.alpha_id, params.alpha_exp)
-    uv, _ = perspective_project(vertices, params.angles, params.translation, params.focal, params.principal_point)
-    indices = march_contour_landmarks(uv, params.angles, model.landmark_indices, model.contour_landmarks,
-                                      model.contour_lines)
-    return torch.gather(uv, 1, indices[..., None].expand(-1, -1, 2)), indices
 
 
 def noisy_landmarks(landmarks_2d: torch.Tensor, noise_px: float, seed: int = 0) -> torch.Tensor:

@@ -37,10 +37,11 @@ from .atomic_io import atomic_write, write_text_atomic
 
 from .geometry import vertex_normals
 from .landmark_io import write_pts
+from .landmark_marching import project_landmarks
 from .morphable_model import MorphableModel, load_morphable_model
 from .params import FaceParameters
 from .report_images import to_uint8_image
-from .synth import SceneConfig, noisy_landmarks, project_landmarks, random_backgrounds, sample_scenes
+from .synth import SceneConfig, noisy_landmarks, random_backgrounds, sample_scenes
 
 FORMAT_NAME = "diffface-synth"
 FORMAT_VERSION = 1

@@ -34,7 +34,7 @@ from diffface.checks import check_shape
 from diffface.camera import euler_to_rotation
 from diffface.geometry import rotate_points
 from diffface.landmark_marching import march_contour_landmarks
-from diffface.lighting import SH_ATTENUATION, sh_basis, sh_irradiance
+from diffface.lighting import lighting_design, sh_irradiance, solve_sh_lighting
 from diffface.morphable_model import MorphableModel
 from diffface.params import FaceParameters
 from diffface.renderers import VertexRenderer
@@ -175,24 +175,17 @@ def solve_lighting(uv_frame, albedo: torch.Tensor, normals: torch.Tensor, target
         albedo, normals: (B, V, 3) (normals in the lighting frame); target_uv: (B, 3, S, S);
         mask_uv: (B, 1, S, S) -> (B, 27).
     """
-    attenuation = torch.tensor(SH_ATTENUATION, dtype=normals.dtype, device=normals.device)
-    basis = sh_basis(normals) * attenuation  # (B, V, 9)
-    features = torch.cat([basis * albedo[..., c:c + 1] for c in range(3)], -1)  # (B, V, 27)
-    design_uv = uv_frame(features)  # (B, 27, S, S)
     B = albedo.shape[0]
-    count = mask_uv.sum((1, 2, 3)).clamp_min(1.0)[:, None]
-    ridge = torch.full((9,), 1e-6, dtype=albedo.dtype, device=albedo.device)
+    design_uv = uv_frame(lighting_design(albedo, normals).flatten(2))  # (B, 27, S, S), channel-major
+    design = design_uv.flatten(2).transpose(1, 2).unflatten(2, (3, 9))  # (B, S·S, 3, 9)
+    colors = target_uv.flatten(2).transpose(1, 2)  # (B, S·S, 3)
+    count = mask_uv.sum((1, 2, 3)).clamp_min(1.0)[:, None, None]
     weights = torch.ones_like(target_uv)
     for _ in range(iterations if norm != "l2" else 1):
-        coefficients = []
-        for c in range(3):
-            w = (weights[:, c] * mask_uv[:, 0]).reshape(B, -1) / count
-            coefficients.append(weighted_least_squares(_channel_rows(design_uv, c, 9), target_uv[:, c].reshape(B, -1),
-                                                       w, ridge))
-        sh = torch.stack(coefficients, 1)  # (B, 3, 9)
-        rendered = torch.einsum("bcpst,bcp->bcst", design_uv.reshape(B, 3, 9, *design_uv.shape[-2:]), sh)
+        sh = solve_sh_lighting(design, colors, (weights * mask_uv).flatten(2).transpose(1, 2) / count, ridge=1e-6)
+        rendered = torch.einsum("bnck,bck->bcn", design, sh.reshape(B, 3, 9)).reshape(target_uv.shape)
         weights = irls_weights((target_uv - rendered) * mask_uv, norm)
-    return sh.reshape(B, 27)
+    return sh
 
 
 def solve_albedo(model: MorphableModel | ActiveVertices, uv_frame, shading: torch.Tensor, target_uv: torch.Tensor,
@@ -324,13 +317,13 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
     if not torch.isfinite(images).all():
         raise ValueError("images: contain NaN or infinite values")
     B = images.shape[0]
-    start = replace(init)
+    start = init
     if start.beta is None:
-        start.beta = torch.zeros(B, model.tex_dims, dtype=images.dtype, device=images.device)
+        start = replace(start, beta=torch.zeros(B, model.tex_dims, dtype=images.dtype, device=images.device))
     # missing lighting is solved exactly, here or by the first group of the first round
     solve_lighting_first = start.sh is None and config.groups[:1] != ("lighting",)
     if start.sh is None:
-        start.sh = torch.zeros(B, 27, dtype=images.dtype, device=images.device)
+        start = replace(start, sh=torch.zeros(B, 27, dtype=images.dtype, device=images.device))
     variables = _scaled_variables(model, start)
     focal, principal_point = start.focal.detach(), start.principal_point.detach()
     energy_fn = _Stage2Energy(model, images, landmarks_2d, config)

@@ -16,28 +16,11 @@ import torch
 from torch import nn
 
 from diffface.checks import check_shape
-from diffface.lighting import SH_ATTENUATION, sh_basis, sh_shading
+from diffface.lighting import lighting_design, sh_shading, solve_sh_lighting
 from diffface.morphable_model import MorphableModel
 
 from .distributed import rank_mean_denominator
 from .losses import vertex_subset
-
-
-def fit_sh_lighting(albedo: torch.Tensor, basis: torch.Tensor, colors: torch.Tensor, weights: torch.Tensor,
-                    ridge: float = 1e-3) -> torch.Tensor:
-    """Least-squares SH lighting ``L`` with ``albedo ⊙ (basis · Â) L ≈ colors`` over the weighted vertices.
-
-    Shape:
-        albedo, colors: (B, V, 3); basis: (B, V, 9) SH basis at the normals; weights: (B, V)
-        -> (B, 9, 3) lighting (coefficient, channel).
-    """
-    attenuation = torch.tensor(SH_ATTENUATION, dtype=basis.dtype, device=basis.device)
-    design = albedo[..., None] * (basis * attenuation)[:, :, None, :]           # (B, V, 3, 9)
-    weighted = design * weights[:, :, None, None]
-    normal_matrix = torch.einsum("bvck,bvcl->bckl", weighted, design)
-    normal_matrix = normal_matrix + ridge * torch.eye(9, dtype=basis.dtype, device=basis.device)
-    rhs = torch.einsum("bvck,bvc->bck", weighted, colors)
-    return torch.linalg.solve(normal_matrix, rhs[..., None])[..., 0].transpose(1, 2)
 
 
 class PhotometricLoss(nn.Module):
@@ -64,8 +47,8 @@ class PhotometricLoss(nn.Module):
                              persistent=False)
 
     def forward(self, params: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        from diffface.camera import world_to_camera, project_points
-        from diffface.renderers import lighting_frame_normals, normal_visibility, sample_image_at_points
+        from diffface.camera import world_to_camera
+        from diffface.renderers import lighting_frame_normals, observe_vertices
 
         check_shape(images, [params.shape[0], 3, "H", "W"], "images")
         groups = self.model.layout.unpack(params)
@@ -73,14 +56,11 @@ class PhotometricLoss(nn.Module):
         normals = lighting_frame_normals(vertices, self.model.triangles, groups.angles)[:, self.vertex_indices]
         vertices = vertices[:, self.vertex_indices]
         points_camera = world_to_camera(vertices, groups.angles, groups.translation)
-        points = project_points(points_camera, groups.focal, groups.principal_point)
-        flip = torch.tensor([1.0, -1.0, -1.0], dtype=normals.dtype, device=normals.device)
-        visible = normal_visibility(points_camera, normals * flip)
-        sampled, inside = sample_image_at_points(images, points)
-        weights = (visible & inside).to(sampled.dtype)
+        seen = observe_vertices(points_camera, normals, groups.focal, groups.principal_point, images)
+        sampled, weights = seen.sampled, seen.usable.to(seen.sampled.dtype)
         albedo = self.model.albedo(batch=params.shape[0])[:, self.vertex_indices]
         with torch.no_grad():
-            lighting = fit_sh_lighting(albedo, sh_basis(normals), sampled, weights)
+            lighting = solve_sh_lighting(lighting_design(albedo, normals), sampled, weights, ridge=1e-3)
         rendered = sh_shading(albedo, normals, lighting)
         residual = (rendered - sampled).abs().sum(-1) * weights
         # the mean over the compared vertices of the global batch, also under torchrun (see the helper)

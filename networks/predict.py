@@ -30,7 +30,7 @@ its error is raised.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -117,8 +117,7 @@ def image_camera_params(regressor: FaceRegressor, params_crop: torch.Tensor, cro
     """
     groups = regressor.layout.unpack(params_crop.double())
     scale, offset = crop_matrix[:, 0, :1].double(), crop_matrix[:, :2, 2].double()
-    groups.focal = groups.focal / scale
-    groups.principal_point = (groups.principal_point - offset) / scale
+    groups = replace(groups, focal=groups.focal / scale, principal_point=(groups.principal_point - offset) / scale)
     return regressor.layout.pack(groups).to(params_crop.dtype)
 
 

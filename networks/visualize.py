@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from diffface.lighting import ambient_sh_coefficients
+from diffface.lighting import default_lighting
 from diffface.morphable_model import MorphableModel
 from diffface.params import FaceParameters
 
@@ -17,7 +17,7 @@ OVERLAY_OPACITY = 0.6
 @torch.no_grad()
 def prediction_overlays(model: MorphableModel, params: FaceParameters, images: torch.Tensor,
                         opacity: float = OVERLAY_OPACITY) -> torch.Tensor:
-    """The predicted face, shaded with its mean albedo under a frontal light, blended over each image.
+    """The predicted face, shaded with its mean albedo under the default light, blended over each image.
 
     Shape:
         params: B samples in the images' camera; images: (B, 3, H, W) in [0, 1] -> (B, 3, H, W) in [0, 1].
@@ -25,8 +25,7 @@ def prediction_overlays(model: MorphableModel, params: FaceParameters, images: t
     from diffface.renderers import FaceRenderer
 
     batch, _, height, width = images.shape
-    light = ambient_sh_coefficients(batch, ambient=0.7, direction=(0.0, 0.0, 1.0), directional=0.5,
-                                    dtype=images.dtype, device=images.device)
+    light = default_lighting(batch, dtype=images.dtype, device=images.device)
     params = FaceParameters(**{**dict(params.items()), "sh": light})
     renderer = FaceRenderer(model, (height, width), backend="builtin").to(images.device)
     out = renderer(params)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffface.camera import PerspectiveCamera, euler_to_rotation, project_points
+from diffface.camera import PerspectiveCamera, euler_to_rotation, model_to_camera_flip, project_points
 from diffface.checks import check_shape
 from diffface.geometry import rotate_points
 from diffface.lighting import sh_shading
@@ -48,6 +48,36 @@ def normal_visibility(points_camera: torch.Tensor, normals_camera: torch.Tensor)
     check_shape(points_camera, ["B", "V", 3], "points_camera")
     check_shape(normals_camera, ["B", "V", 3], "normals_camera")
     return (normals_camera * -points_camera).sum(-1) > 0
+
+
+@dataclass(frozen=True)
+class VertexObservation:
+    """What the photo shows at each vertex (the per-vertex half of the texture term and the photometric loss).
+
+    Shape:
+        points: (B, V, 2) pixels; sampled: (B, V, C) the image there; visible: (B, V) front-facing;
+        usable: (B, V) front-facing and inside the image.
+    """
+
+    points: torch.Tensor
+    sampled: torch.Tensor
+    visible: torch.Tensor
+    usable: torch.Tensor
+
+
+def observe_vertices(points_camera: torch.Tensor, normals: torch.Tensor, focal: torch.Tensor,
+                     principal_point: torch.Tensor, image: torch.Tensor) -> VertexObservation:
+    """Project camera-space vertices, sample ``image`` there and tell which vertices face the camera.
+
+    Shape:
+        points_camera: (B, V, 3); normals: (B, V, 3) in the lighting frame (the rotated model frame, which
+        :data:`~diffface.camera.MODEL_TO_CAMERA_FLIP` takes to the camera's); focal: (B, 1);
+        principal_point: (B, 2); image: (B, C, H, W) -> :class:`VertexObservation`.
+    """
+    points = project_points(points_camera, focal, principal_point)
+    visible = normal_visibility(points_camera, normals * model_to_camera_flip(normals))
+    sampled, inside = sample_image_at_points(image, points)
+    return VertexObservation(points=points, sampled=sampled, visible=visible, usable=visible & inside)
 
 
 @dataclass(frozen=True)
@@ -93,17 +123,15 @@ class VertexRenderer(nn.Module):
                 model_normals: torch.Tensor | None = None, **camera) -> VertexRenderOutput:
         params = self.camera._resolve(**camera)
         points_camera = self.camera.world_to_camera(vertices, **camera)
-        points = project_points(points_camera, params["focal"], params["principal_point"])
         if model_normals is None:
             normals = lighting_frame_normals(vertices, self.faces, params["angles"])
         else:
             check_shape(model_normals, list(vertices.shape), "model_normals")
             normals = rotate_points(model_normals, euler_to_rotation(params["angles"]))
-        flip = torch.tensor([1.0, -1.0, -1.0], dtype=normals.dtype, device=normals.device)
-        visible = normal_visibility(points_camera, normals * flip)
+        seen = observe_vertices(points_camera, normals, params["focal"], params["principal_point"], image)
         vertex_colors = sh_shading(albedo, normals, sh)
-        sampled, inside = sample_image_at_points(image, points)
-        usable = (visible & inside).to(vertex_colors.dtype)[..., None]
+        sampled = seen.sampled
+        usable = seen.usable.to(vertex_colors.dtype)[..., None]
         # the three per-vertex signals go through the UV frame together: one gather instead of three
         channels = (vertex_colors.shape[-1], sampled.shape[-1], 1)
         packed = self.uv_frame(torch.cat([vertex_colors, sampled.to(vertex_colors.dtype), usable], -1))
@@ -112,5 +140,5 @@ class VertexRenderer(nn.Module):
         mask = (usable_uv > 1 - 1e-4).to(vertex_colors.dtype) * self.uv_frame.mask.to(vertex_colors.dtype)
         return VertexRenderOutput(
             rendered_uv=rendered_uv, target_uv=target_uv, mask_uv=mask, vertex_colors=vertex_colors,
-            sampled_colors=sampled, visible=visible, uv_points=points,
+            sampled_colors=sampled, visible=seen.visible, uv_points=seen.points,
         )

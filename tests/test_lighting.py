@@ -5,8 +5,8 @@ import pytest
 import torch
 from scipy import special
 
-from diffface.lighting import (SH_ATTENUATION, SHLighting, ambient_sh_coefficients, sh_basis, sh_irradiance,
-                               sh_shading)
+from diffface.lighting import (SHLighting, SH_ATTENUATION, ambient_sh_coefficients, default_lighting, lighting_design,
+                               sh_basis, sh_irradiance, sh_shading, solve_sh_lighting)
 
 
 def _real_sh_scipy(l, m, directions):
@@ -116,3 +116,20 @@ def test_irradiance_equals_the_basis_expansion_with_gradients():
     normals.requires_grad_(True)
     coeffs.requires_grad_(True)
     assert torch.autograd.gradcheck(sh_irradiance, (normals[:, :6], coeffs))
+
+
+def test_lighting_design_is_the_linear_map_of_sh_shading_and_the_solver_inverts_it():
+    g = torch.Generator().manual_seed(4)
+    normals = torch.nn.functional.normalize(torch.randn(2, 50, 3, generator=g, dtype=torch.float64), dim=-1)
+    albedo = 0.2 + 0.6 * torch.rand(2, 50, 3, generator=g, dtype=torch.float64)
+    light = torch.randn(2, 27, generator=g, dtype=torch.float64)
+    design = lighting_design(albedo, normals)
+    torch.testing.assert_close(torch.einsum("bnck,bck->bnc", design, light.reshape(2, 3, 9)),
+                               sh_shading(albedo, normals, light))
+    # per-channel weights: a corrupted channel of some points is ignored where its weight is zero
+    colors = sh_shading(albedo, normals, light)
+    weights = torch.ones_like(colors)
+    colors[:, :10, 1] += 5.0
+    weights[:, :10, 1] = 0.0
+    torch.testing.assert_close(solve_sh_lighting(design, colors, weights, ridge=1e-12), light)
+    assert default_lighting(3).shape == (3, 27)

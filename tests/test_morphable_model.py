@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from dataclasses import replace
 
 from diffface.model_format import save_model_npz
 from diffface.morphable_model import MorphableModel, gaussian_prior, linear_model, load_morphable_model
@@ -39,8 +40,7 @@ def test_layout_and_landmarks(tiny_model_data):
 
 def test_prior_is_sum_of_squared_sigma_units(tiny_model_data):
     model = MorphableModel(tiny_model_data)
-    params = model.layout.zeros(2)
-    params.alpha_id = 2 * model.id_std.expand(2, -1)
+    params = replace(model.layout.zeros(2), alpha_id=2 * model.id_std.expand(2, -1))
     prior = model.prior(params)
     torch.testing.assert_close(prior["id"], torch.full((2,), 4.0 * model.id_dims))
     torch.testing.assert_close(gaussian_prior(torch.ones(1, 2), torch.tensor([0.0, 2.0])), torch.tensor([0.25]))

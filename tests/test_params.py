@@ -1,3 +1,6 @@
+import dataclasses
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -38,15 +41,13 @@ def test_unpack_rejects_wrong_length_and_pack_missing_group():
     params = layout.unpack(torch.zeros(2, layout.network_size))
     with pytest.raises(ValueError, match="beta"):
         layout.pack(params, include_fitting=True)
-    params.focal = torch.zeros(2, 2)
     with pytest.raises(ValueError, match="focal"):
-        layout.pack(params)
+        layout.pack(replace(params, focal=torch.zeros(2, 2)))
 
 
 def test_sh_coefficients_view_is_coefficient_by_channel():
     layout = ParamLayout(2, 1, 1)
-    params = layout.zeros(1)
-    params.sh = torch.arange(27.0)[None]
+    params = replace(layout.zeros(1), sh=torch.arange(27.0)[None])
     sh = params.sh_coefficients
     assert sh.shape == (1, 9, 3)
     assert sh[0, 0].tolist() == [0.0, 9.0, 18.0]  # DC of R, G, B
@@ -73,3 +74,10 @@ def test_normalizer_roundtrip_and_constant_entries():
         norm.denormalize(torch.zeros(2, 5))
     with pytest.raises(ValueError, match="at least 2"):
         ParamNormalizer.from_samples(torch.zeros(1, 6))
+
+
+def test_face_parameters_are_frozen():
+    params = ParamLayout(2, 1, 1).zeros(1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.sh = None
+    assert replace(params, sh=None).sh is None and params.sh is not None

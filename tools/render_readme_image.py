@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -32,10 +33,12 @@ def scene(model, size: int, batch: int = 1, seed: int = 0):
     params.translation[:, 1] = -8.0
     params.focal[:] = 1150.0 * size / 256
     params.principal_point[:] = (size - 1) / 2
-    params.sh = ambient_sh_coefficients(batch, ambient=0.75, direction=(-0.5, 0.5, 1.0), directional=0.45)
+    params = replace(params, sh=ambient_sh_coefficients(batch, ambient=0.75, direction=(-0.5, 0.5, 1.0),
+                                                        directional=0.45))
     if seed:
         g = torch.Generator().manual_seed(seed)
-        params.alpha_id, _, params.beta = model.sample_coefficients(batch, 0.8, generator=g)
+        alpha_id, _, beta = model.sample_coefficients(batch, 0.8, generator=g)
+        params = replace(params, alpha_id=alpha_id, beta=beta)
         params.translation[:, 0] = -12.0
         names = list(model.metadata.get("expression_names", []))
         for name, weight in (("smile_left", 1.5), ("smile_right", 1.5), ("jaw_open", 1.2)):

@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
 
 def resolve_config(args):
     """The job's settings: defaults, then ``--config``, then the options given, then ``--set``."""
-    from diffface.fitting.fit_job import FitJobConfig
+    from diffface.fitting.job import FitJobConfig
 
     config = FitJobConfig.from_yaml(args.config) if args.config else FitJobConfig()
     given = {"model": args.model, "detector": args.landmarks, "stages": args.stages, "batch_size": args.batch_size,
@@ -62,7 +62,7 @@ def resolve_config(args):
 
 
 def run(args) -> int:
-    from diffface.fitting.fit_job import run_fit_job
+    from diffface.fitting.job import run_fit_job
     from diffface.landmarks import left_out_note
 
     config = resolve_config(args)

@@ -46,7 +46,7 @@ from diffface.landmarks.images import IMAGE_SUFFIXES, ImageReadError, read_image
 from diffface.landmarks.limits import InputLimits, check_face_input
 from diffface.morphable_model import MorphableModel, load_morphable_model
 from diffface.report_images import to_uint8_image
-from diffface.synth import project_landmarks
+from diffface.landmark_marching import project_landmarks
 
 from .crops import crop_antialiased, params_in_crop
 from .format import (INFO_NAME, ITEMS_DIR, DatasetInfo, ItemEntry, item_paths, read_info, write_index, write_info,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from diffface.lighting import ambient_sh_coefficients
+from diffface.lighting import default_lighting
 from diffface.morphable_model import MorphableModel
 from diffface.params import FaceParameters
 from diffface.report_images import overlay_landmarks, to_uint8_image
@@ -45,11 +45,6 @@ class PreviewRendering:
     mask: torch.Tensor
     grid: torch.Tensor
     texture_residual: torch.Tensor
-
-
-def default_lighting(batch: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """A soft light from the upper front, for fits without SH. Shape: -> (B, 27)."""
-    return ambient_sh_coefficients(batch, ambient=0.75, direction=(0.3, 0.4, 1.0), directional=0.35, device=device)
 
 
 def surface_grid(points: torch.Tensor, mask: torch.Tensor, spacing_mm: float = GRID_MM,
@@ -94,7 +89,7 @@ def render_previews(model: MorphableModel, params: FaceParameters, crops: torch.
     B, S = crops.shape[0], crops.shape[-1]
     has_light = params.sh is not None
     scaled = params_in_crop(params, resize_transform(S, preview_size, B))
-    lit = replace(scaled, sh=scaled.sh if has_light else default_lighting(B, crops.device),
+    lit = replace(scaled, sh=scaled.sh if has_light else default_lighting(B, device=crops.device),
                   beta=scaled.beta if scaled.beta is not None and model.tex_dims else None)
     # a face mask seen from the front: back faces are hidden anyway, culling them halves the raster work
     settings = RasterSettings(image_size=preview_size, cull_backfaces=True)

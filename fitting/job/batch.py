@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from diffface.landmark_marching import project_landmarks
 from diffface.morphable_model import MorphableModel
 from diffface.params import FaceParameters
 
@@ -25,8 +26,6 @@ from .config import FitJobConfig
 
 
 def fitted_landmarks(model: MorphableModel, params: FaceParameters) -> torch.Tensor:
-    from diffface.synth import project_landmarks
-
     return project_landmarks(model, params)[0]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -65,7 +66,7 @@ class TensorBoardMonitor:
 
     def overlay(self, items: list[dict], fit: BatchFit, step: int) -> None:
         """Rows of (crop with observed landmarks green and fitted red, the fit rendered over the crop)."""
-        from diffface.lighting import ambient_sh_coefficients
+        from diffface.lighting import default_lighting
         from diffface.renderers import FaceRenderer
         from diffface.report_images import overlay_landmarks, to_uint8_image
 
@@ -89,10 +90,9 @@ class TensorBoardMonitor:
         crops = torch.stack(crops).to(device)
         params = fit.crop_params.index(slice(0, n))
         if params.beta is None:
-            params.beta = torch.zeros(n, self.model.tex_dims, device=device)
+            params = replace(params, beta=torch.zeros(n, self.model.tex_dims, device=device))
         if params.sh is None:
-            params.sh = ambient_sh_coefficients(n, ambient=0.9, direction=(0.0, 0.3, 1.0), directional=0.3,
-                                                device=device)
+            params = replace(params, sh=default_lighting(n, device=device))
         if self.renderer is None:
             self.renderer = FaceRenderer(self.model, size, backend="builtin").to(device)
         with torch.no_grad():

@@ -1,5 +1,6 @@
 """``diffface train`` and ``diffface predict`` end to end on a tiny dataset (smoke + camera mapping + errors)."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,11 @@ from diffface.morphable_model import MorphableModel
 
 def _dataset(root: Path, model: MorphableModel, model_path: Path, count: int = 8) -> Path:
     g = torch.Generator().manual_seed(0)
-    groups = model.layout.zeros(count, include_fitting=False)
-    groups.alpha_id = torch.randn(count, model.id_dims, generator=g)
-    groups.translation = torch.tensor([0.0, 0.0, 600.0]).expand(count, 3) + torch.randn(count, 3, generator=g)
-    groups.focal = torch.full((count, 1), 500.0) + torch.randn(count, 1, generator=g)
-    groups.principal_point = torch.full((count, 2), 48.0)
+    groups = replace(model.layout.zeros(count, include_fitting=False),
+                     alpha_id=torch.randn(count, model.id_dims, generator=g),
+                     translation=torch.tensor([0.0, 0.0, 600.0]).expand(count, 3) + torch.randn(count, 3, generator=g),
+                     focal=torch.full((count, 1), 500.0) + torch.randn(count, 1, generator=g),
+                     principal_point=torch.full((count, 2), 48.0))
     params = model.layout.pack(groups)
     vertices = model.shape(groups.alpha_id, groups.alpha_exp)
     projections, _ = perspective_project(vertices, groups.angles, groups.translation, groups.focal,

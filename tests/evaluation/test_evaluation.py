@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -195,10 +196,8 @@ def test_cli_evaluates_a_fit_folder_without_meshes_from_its_results(tmp_path, ca
     model = MorphableModel(tiny_model_data)
     model_path = save_model_npz(tiny_model_data, tmp_path / "tiny.npz")
     g = torch.Generator().manual_seed(3)
-    truth = model.layout.zeros(3, include_fitting=False)
-    truth.alpha_id = torch.randn(3, model.id_dims, generator=g)
-    fitted = model.layout.zeros(3, include_fitting=False)
-    fitted.alpha_id = truth.alpha_id + torch.randn(3, model.id_dims, generator=g) * 0.5
+    truth = replace(model.layout.zeros(3, include_fitting=False), alpha_id=torch.randn(3, model.id_dims, generator=g))
+    fitted = replace(truth, alpha_id=truth.alpha_id + torch.randn(3, model.id_dims, generator=g) * 0.5)
     faces = model.triangles.numpy()
     with torch.no_grad():
         true_shapes = model.shape(truth.alpha_id, truth.alpha_exp).double().numpy()

@@ -1,12 +1,14 @@
 import pytest
 import torch
+from dataclasses import replace
 
 from diffface.fitting.active_vertices import ActiveVertices
 from diffface.fitting.texture_fitting import TextureFitConfig, _Stage2Energy
 from diffface.geometry import vertex_normals
 from diffface.morphable_model import load_morphable_model
 from diffface.renderers import FaceRenderer, UVFrame
-from diffface.synth import SceneConfig, project_landmarks, random_backgrounds, sample_scenes
+from diffface.synth import SceneConfig, random_backgrounds, sample_scenes
+from diffface.landmark_marching import project_landmarks
 
 # a coarse UV frame reads only part of the built-in mesh, as a 64-texel frame does on a BFM-sized one
 UV_SIZE = 12
@@ -66,8 +68,7 @@ def test_stage_2_energy_on_active_vertices_equals_the_full_mesh(model, norm):
     terms = {}
     for restrict in (True, False):
         config = TextureFitConfig(norm=norm, uv_size=UV_SIZE, active_vertices=restrict)
-        params = truth.detach()
-        params.alpha_exp = params.alpha_exp.clone().requires_grad_(True)
+        params = replace(truth.detach(), alpha_exp=truth.alpha_exp.detach().clone().requires_grad_(True))
         out = _Stage2Energy(model, images, landmarks, config)(params)
         grad, = torch.autograd.grad(out["energy"].sum(), params.alpha_exp)
         terms[restrict] = {k: v for k, v in out.items() if k != "output"} | {"grad": grad}

@@ -1,4 +1,4 @@
-"""``diffface fit``: batched, resumable, sharded fitting of a folder of photos (diffface.fitting.fit_job)."""
+"""``diffface fit``: batched, resumable, sharded fitting of a folder of photos (diffface.fitting.job)."""
 
 from __future__ import annotations
 
@@ -20,14 +20,15 @@ from PIL import Image
 
 from diffface.cli.main import main as cli_main
 from diffface.fitting import LandmarkFitConfig
-from diffface.fitting.fit_job import (RESULT_FORMAT, FitJobConfig, list_fit_inputs, read_fit_result,
+from diffface.fitting.job import (RESULT_FORMAT, FitJobConfig, list_fit_inputs, read_fit_result,
                                       read_fit_results, run_fit_job)
 from diffface.fitting.texture_fitting import TextureFitConfig
 from diffface.landmark_io import write_pts
 from diffface.mesh_io import read_obj
 from diffface.morphable_model import load_morphable_model
 from diffface.report_images import to_numpy, to_uint8_image
-from diffface.synth import SceneConfig, project_landmarks, random_backgrounds, sample_scenes
+from diffface.synth import SceneConfig, random_backgrounds, sample_scenes
+from diffface.landmark_marching import project_landmarks
 
 NUM_FACES = 5
 SIZE = 160
@@ -141,7 +142,7 @@ def test_obj_meshes(photos, tmp_path, model):
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
-    from diffface.fitting import LandmarkFitConfig, fit_job
+    from diffface.fitting import LandmarkFitConfig, job as fit_job
 
     real_savez, written = np.savez, []
 
@@ -314,7 +315,7 @@ def test_fit_exits_1_when_every_image_failed(photos, tmp_path, capsys):
 ORPHAN_SCRIPT = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from diffface.fitting import fit_job
+    from diffface.fitting import job as fit_job
     from diffface.fitting.job import inputs
 
     def slow_load(self, item):  # a worker busy in a long item: torch's own parent check never runs

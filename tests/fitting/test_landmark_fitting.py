@@ -7,7 +7,7 @@ import torch
 from diffface.fitting import LandmarkFitConfig, fit_landmarks, initial_parameters
 from diffface.morphable_model import MorphableModel
 from diffface.params import FaceParameters
-from diffface.synth import project_landmarks
+from diffface.landmark_marching import project_landmarks
 
 
 def _truth(model, B, seed=0):

@@ -8,7 +8,7 @@ from diffface.landmark_io import read_pts
 from diffface.landmarks import read_image
 from diffface.loaders import load_any_model
 from diffface.morphable_model import MorphableModel
-from diffface.synth import project_landmarks
+from diffface.landmark_marching import project_landmarks
 
 
 def test_surrey_model_fits_image_0010(shared_data):

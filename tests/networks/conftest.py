@@ -3,7 +3,7 @@ directly through :mod:`diffface.data.format` (targets consistent with the model 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +29,11 @@ def tiny_parameters(model: MorphableModel, count: int, seed: int) -> torch.Tenso
     """Random parameter vectors of ``model`` whose faces land inside a 96-px crop. Shape: -> (count, P)."""
     g = torch.Generator().manual_seed(seed)
     n = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
-    groups = model.layout.zeros(count, include_fitting=False)
-    groups.alpha_id = n(count, model.id_dims) * 0.5
-    groups.alpha_exp = n(count, model.exp_dims) * 0.5
-    groups.translation = torch.stack([n(count) * 5, n(count) * 5, 600 + n(count) * 20], 1)
-    groups.angles = n(count, 3) * 0.1
-    groups.focal = 500 + n(count, 1) * 20
-    groups.principal_point = CROP / 2 + n(count, 2) * 2
+    groups = replace(model.layout.zeros(count, include_fitting=False), alpha_id=n(count, model.id_dims) * 0.5,
+                     alpha_exp=n(count, model.exp_dims) * 0.5,
+                     translation=torch.stack([n(count) * 5, n(count) * 5, 600 + n(count) * 20], 1),
+                     angles=n(count, 3) * 0.1, focal=500 + n(count, 1) * 20,
+                     principal_point=CROP / 2 + n(count, 2) * 2)
     return model.layout.pack(groups)
 
 

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from dataclasses import replace
 
 from diffface.lighting import ambient_sh_coefficients
 from diffface.morphable_model import load_morphable_model
@@ -17,7 +18,8 @@ def _params(model, batch=2):
     params.focal[:] = 350.0
     params.principal_point[:] = 47.5
     params.angles[:, 1] = torch.linspace(-0.4, 0.4, batch)
-    params.sh = ambient_sh_coefficients(batch, ambient=0.7, direction=(0.3, 0.4, 1.0), directional=0.3)
+    params = replace(params, sh=ambient_sh_coefficients(batch, ambient=0.7, direction=(0.3, 0.4, 1.0),
+                                                        directional=0.3))
     params.alpha_id[:, 0] = model.id_std[0]
     params.beta[:, 1] = model.albedo_std[1]
     return params
@@ -46,8 +48,7 @@ def test_background_shows_where_no_face_is(model):
 
 
 def test_missing_lighting_is_an_error(model):
-    params = _params(model)
-    params.sh = None
+    params = replace(_params(model), sh=None)
     with pytest.raises(ValueError, match="SH lighting"):
         FaceRenderer(model, 32, backend="builtin")(params)
 
