@@ -613,7 +613,7 @@ def check_export_runtimes(formats: tuple[str, ...]) -> None:
         ImportError: naming the package and its install command.
     """
     from diffface.networks.export import backend_available
-    from diffface.networks.export.bench import REQUIRES
+    from diffface.networks.export.config import REQUIRES
 
     for name in formats:
         available, reason = backend_available(REQUIRES[name]) if name in REQUIRES else (True, "")

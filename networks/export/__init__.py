@@ -12,7 +12,8 @@ Example:
 """
 
 from .backends import BackendUnavailable, backend_available, import_backend
-from .config import DEFAULT_OPSET, FORMATS, SUFFIXES, TOLERANCES, ExportConfig, Tolerance
+from .config import (DEFAULT_OPSET, EXPORT_FORMATS, FORMATS, REQUIRES, SUFFIXES, TOLERANCES, ExportConfig, ExportFormat,
+                     Tolerance)
 from .deploy import (Deployable, FaceMeshModel, FaceParametersModel, MeshHead, fold_normalizer, make_deployable,
                      parameter_graph)
 from .exporter import (FORMAT_IO, ExportResult, check_parity, export_checkpoint, export_deployable, load_exported,
@@ -22,10 +23,10 @@ from .runtime import Runner
 from .tensorrt import TENSORRT_ONNX_OPS, TENSORRT_OPSETS, TensorRTCompatibilityError, check_onnx_for_tensorrt
 
 __all__ = [
-    "BackendUnavailable", "DEFAULT_OPSET", "Deployable", "ExportConfig", "ExportResult", "FORMATS", "FORMAT_IO",
-    "FaceMeshModel", "FaceParametersModel", "MeshHead", "OutputParity", "ParityError", "ParityReport", "Runner",
-    "SUFFIXES", "TENSORRT_ONNX_OPS", "TENSORRT_OPSETS", "TOLERANCES", "TensorRTCompatibilityError", "Tolerance",
-    "backend_available", "check_onnx_for_tensorrt", "check_parity", "compare", "export_checkpoint",
-    "export_deployable", "face_crops", "fold_normalizer", "import_backend", "load_exported", "make_deployable",
-    "parameter_graph", "parity_inputs",
+    "BackendUnavailable", "DEFAULT_OPSET", "Deployable", "EXPORT_FORMATS", "ExportConfig", "ExportFormat",
+    "ExportResult", "FORMATS", "FORMAT_IO", "FaceMeshModel", "FaceParametersModel", "MeshHead", "OutputParity",
+    "ParityError", "ParityReport", "Runner", "REQUIRES", "SUFFIXES", "TENSORRT_ONNX_OPS", "TENSORRT_OPSETS",
+    "TOLERANCES", "TensorRTCompatibilityError", "Tolerance", "backend_available", "check_onnx_for_tensorrt",
+    "check_parity", "compare", "export_checkpoint", "export_deployable", "face_crops", "fold_normalizer",
+    "import_backend", "load_exported", "make_deployable", "parameter_graph", "parity_inputs",
 ]

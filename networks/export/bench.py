@@ -28,7 +28,7 @@ from diffface.threads import torch_threads
 from ..mobileface import count_parameters
 from ..predictor import FaceRegressor
 from .backends import backend_available, import_backend
-from .config import SUFFIXES, TOLERANCES, ExportConfig
+from .config import FORMATS, REQUIRES, SUFFIXES, TOLERANCES, ExportConfig
 from .deploy import Deployable, make_deployable
 from .exporter import export_deployable, load_exported
 from .onnx import load_onnx
@@ -36,9 +36,7 @@ from .parity import compare
 from .runtime import Runner, module_runner
 from .torchscript import script
 
-BENCH_FORMATS = ("eager", "torchscript", "mobile", "onnx", "executorch", "tensorrt")
-# format -> module whose import decides whether it can run here
-REQUIRES = {"onnx": "onnxruntime", "executorch": "executorch.runtime", "tensorrt": "tensorrt"}
+BENCH_FORMATS = ("eager", *FORMATS)  # which runtime each needs: config.REQUIRES
 # the targets on a 2-core CPU
 TARGETS = {"size_mb": 1.5, "onnxruntime_cpu_ms": 0.5, "torchscript_cpu_ms": 1.5}
 

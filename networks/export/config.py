@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 DEFAULT_OPSET = 18  # ONNX opset: the torch.export-based exporter writes >= 18; TensorRT 10 parses 9..20 (8.6: --opset 17)
-FORMATS = ("torchscript", "mobile", "onnx", "executorch", "tensorrt")
 
 
 # the unit of each group of the parameter vector (diffface.params.ParamLayout) and of the mesh head's output
@@ -90,7 +89,36 @@ TOLERANCES = {
     "tensorrt-fp16": Tolerance(angles_rad=3e-2, coefficients_sigma=0.3, translation_mm=2.0, camera_px=2.0,
                                vertices_mm=1.0),
 }
-SUFFIXES = {"torchscript": ".pt", "mobile": ".ptl", "onnx": ".onnx", "executorch": ".pte", "tensorrt": ".engine"}
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """The facts of one export format (the code that writes and loads it: ``exporter.FORMAT_IO``).
+
+    Attributes:
+        name: the ``--format`` value.
+        suffix: the file's suffix.
+        runtime_module: the module its runtime needs (checked with ``backend_available``); None: torch alone.
+        tolerance: the parity bound of its fp32 files (:data:`TOLERANCES`).
+    """
+
+    name: str
+    suffix: str
+    runtime_module: str | None
+    tolerance: Tolerance
+
+
+#: every export format, in the CLI's order: the one table the exporter, the benchmark and the demo read
+EXPORT_FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
+    ExportFormat("torchscript", ".pt", None, TOLERANCES["torchscript"]),
+    ExportFormat("mobile", ".ptl", None, TOLERANCES["mobile"]),
+    ExportFormat("onnx", ".onnx", "onnxruntime", TOLERANCES["onnx"]),
+    ExportFormat("executorch", ".pte", "executorch.runtime", TOLERANCES["executorch"]),
+    ExportFormat("tensorrt", ".engine", "tensorrt", TOLERANCES["tensorrt"]),
+)}
+FORMATS = tuple(EXPORT_FORMATS)
+SUFFIXES = {name: f.suffix for name, f in EXPORT_FORMATS.items()}
+REQUIRES = {name: f.runtime_module for name, f in EXPORT_FORMATS.items() if f.runtime_module}
 
 
 @dataclass(frozen=True)

@@ -130,3 +130,13 @@ def test_missing_backend_names_the_install_command(checkpoint, tmp_path, monkeyp
         monkeypatch.setitem(sys.modules, name, None)  # as if not installed
     with pytest.raises(BackendUnavailable, match=f"{module}.*install it with: {hint}".replace("[", r"\[").replace("]", r"\]")):
         export_checkpoint(checkpoint, tmp_path / "m.bin", ExportConfig(format_name), parity=False)
+
+
+def test_one_registry_describes_every_format():
+    from diffface.networks.export import EXPORT_FORMATS, FORMAT_IO, FORMATS, REQUIRES, SUFFIXES
+    from diffface.networks.export.bench import BENCH_FORMATS
+
+    assert set(FORMAT_IO) == set(EXPORT_FORMATS) == set(FORMATS) == set(SUFFIXES)
+    assert BENCH_FORMATS == ("eager", *FORMATS) and set(REQUIRES) == {"onnx", "executorch", "tensorrt"}
+    for name, spec in EXPORT_FORMATS.items():
+        assert spec.tolerance == TOLERANCES[name] and ExportConfig(format=name).default_path("m.pt").suffix == spec.suffix
