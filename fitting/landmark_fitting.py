@@ -26,6 +26,9 @@ from diffface.params import FaceParameters
 from diffface.threads import torch_threads
 
 GROUPS = ("pose", "identity", "expression")
+NUM_LANDMARKS = 68  # the 68-point annotation
+NUM_RESIDUALS = 2 * NUM_LANDMARKS  # u and v of each landmark
+NUM_POINT_COORDS = 3 * NUM_LANDMARKS  # x, y and z of each landmark's model point
 
 
 @dataclass
@@ -154,9 +157,9 @@ class _LandmarkRows:
         penalty = torch.zeros(lines.shape, dtype=dtype, device=vertices.device)
         return _LandmarkRows(
             vertices=vertices, mean=model.mean_shape[vertices].to(dtype).T.reshape(1, -1), basis_t=basis_t,
-            id_basis=id_basis, exp_basis=exp_basis, static=local[:68],
+            id_basis=id_basis, exp_basis=exp_basis, static=local[:NUM_LANDMARKS],
             contour_landmarks=model.contour_landmarks if march else model.contour_landmarks[:0],
-            lines=local[68:].reshape(lines.shape), line_penalty=penalty.masked_fill(lines < 0, -torch.inf),
+            lines=local[NUM_LANDMARKS:].reshape(lines.shape), line_penalty=penalty.masked_fill(lines < 0, -torch.inf),
             side=torch.where(model.contour_landmarks[:lines.shape[0]] < CHIN_LANDMARK, -1.0, 1.0).to(dtype)[:, None])
 
     def points(self, a_id: torch.Tensor, a_exp: torch.Tensor) -> torch.Tensor:
@@ -239,6 +242,157 @@ def fit_landmarks(model: MorphableModel, landmarks_2d: torch.Tensor, image_size:
         return _fit_landmarks(model, landmarks_2d, image_size, config, init, progress)
 
 
+@dataclass
+class _Linearisation:
+    """The landmarks at the current parameters and, for one group, the Jacobian of their weighted residuals.
+
+    Shape:
+        local: (B, 68) marched landmark rows; cam, points: (B, 68, 3) camera and model points; cam_rotation:
+        (B, 3, 3) F·R; basis: (B, 68, 3, K) the group's basis rows (None for the pose and without a group);
+        jacobian: (B, 136, K) (None without a group).
+    """
+
+    local: torch.Tensor
+    cam: torch.Tensor
+    points: torch.Tensor
+    cam_rotation: torch.Tensor
+    basis: torch.Tensor | None = None
+    jacobian: torch.Tensor | None = None
+
+
+class _Stage1Problem:
+    """Stage 1's least-squares problem for a batch: the weighted landmark residuals, their Jacobians per group
+    and the Gaussian priors (``sqrt(r)·c/σ`` residuals), with one Levenberg-Marquardt step per call of
+    :meth:`step`."""
+
+    def __init__(self, model: MorphableModel, landmarks_2d: torch.Tensor, image_size: tuple[int, int],
+                 config: LandmarkFitConfig, focal: torch.Tensor, principal_point: torch.Tensor):
+        present = torch.isfinite(landmarks_2d).all(-1) & model.landmark_mask[None]
+        dtype = landmarks_2d.dtype
+        self.batch = landmarks_2d.shape[0]
+        self.target = torch.where(present[..., None], landmarks_2d, torch.zeros_like(landmarks_2d))
+        self.weight = present.to(dtype) / (max(image_size) / 2)
+        self.focal, self.pp = focal, principal_point
+        self.march = config.march_contour and model.contour_lines.numel() > 0
+        self.rows = _LandmarkRows.build(model, self.march, dtype)
+        self.flip = torch.tensor(MODEL_TO_CAMERA_FLIP, dtype=dtype, device=focal.device)
+        self.prior_weight = {"identity": ((config.r_id ** 0.5) / model.id_std).to(dtype),
+                             "expression": ((config.r_exp ** 0.5) / model.exp_std).to(dtype)}
+        self.group_basis = {"identity": self.rows.id_basis, "expression": self.rows.exp_basis}
+        # energies are sums of 136 squares: below this relative change, a decrease is rounding
+        self.precision = 64 * torch.finfo(dtype).eps
+
+    def prior(self, a: torch.Tensor, group: str) -> torch.Tensor:
+        return (a * self.prior_weight[group]).pow(2).sum(-1)
+
+    def residuals(self, cam: torch.Tensor, pick=lambda t: t) -> torch.Tensor:
+        """Weighted landmark residuals of camera points ``cam`` (of the samples ``pick`` selects)."""
+        return _residuals(cam, pick(self.target), pick(self.weight), pick(self.focal), pick(self.pp))
+
+    def linearise(self, pose: torch.Tensor, a_id: torch.Tensor, a_exp: torch.Tensor,
+                  group: str | None) -> _Linearisation:
+        """March, then the landmarks' model and camera points and, for ``group``, the Jacobian of the
+        weighted landmark residuals, with F·R and the group's landmark basis rows."""
+        B, rows, flip = self.batch, self.rows, self.flip
+        rotation, cam_rotation = _camera_rotation(pose[:, :3], flip)
+        points_t = rows.points(a_id, a_exp)
+        # R·X on (B, 3, Vc): ten times faster than X·Rᵀ on (B, Vc, 3), whose inner dimension is 3
+        points, cam = points_t.transpose(1, 2), torch.baddbmm(pose[:, 3:, None], cam_rotation, points_t).transpose(1, 2)
+        local = rows.march(cam, rotation, self.focal, self.pp) if self.march else rows.static.expand(B, -1)
+        gather = local[..., None].expand(-1, -1, 3)
+        cam_lm, points_lm = cam.gather(1, gather), points.gather(1, gather)
+        if group is None:
+            return _Linearisation(local, cam_lm, points_lm, cam_rotation)
+        projection = _projection_jacobian(cam_lm, self.weight, self.focal)  # (B, 68, 2, 3)
+        if group == "pose":  # d(F·R·X)/dangle_k = F·dR/dangle_k·X; d/dt = I
+            d_rotation = euler_to_rotation_jacobian(pose[:, :3]) * flip[:, None]  # (B, k, i, j)
+            d_angles = (points_lm @ d_rotation.permute(0, 3, 2, 1).reshape(B, 3, 9)).view(B, NUM_LANDMARKS, 3, 3)
+            basis_lm = None
+            jac = torch.cat([projection @ d_angles, projection], -1)
+        else:  # d(F·R·X)/dα = F·R·A for the landmark rows A of the basis
+            rows_basis = self.group_basis[group]  # (Vc, 3, K): one index_select of whole rows is the fast gather
+            basis_lm = rows_basis.view(rows_basis.shape[0], -1).index_select(0, local.flatten()).view(
+                B, NUM_LANDMARKS, 3, -1)
+            jac = (projection @ cam_rotation[:, None]) @ basis_lm
+        return _Linearisation(local, cam_lm, points_lm, cam_rotation, basis_lm, jac.reshape(B, NUM_RESIDUALS, -1))
+
+    def step(self, group: str, variables: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One Levenberg-Marquardt step of ``group``. ``variables`` holds ``pose`` (B, 6: angles, translation),
+        ``identity`` (B, K_id), ``expression`` (B, K_exp) and the per-sample ``damping`` (B,); the group's entry and
+        the damping are replaced. Returns the energy after the step. Shape: -> (B,)."""
+        pose, a_id, a_exp = variables["pose"], variables["identity"], variables["expression"]
+        lin = self.linearise(pose, a_id, a_exp, group)
+        residual = self.residuals(lin.cam).reshape(self.batch, -1, 1)
+        # one product gives JᵀJ and Jᵀr; the energy is summed like the trial energies below,
+        # so that a step is never accepted or rejected on rounding differences alone
+        normal = lin.jacobian.transpose(1, 2) @ torch.cat([lin.jacobian, residual], -1)
+        jtj, jtr, current = normal[..., :-1], normal[..., -1], residual.pow(2).sum((1, 2))
+        variable = variables[group]
+        if group == "pose":
+            fixed_prior = self.prior(a_id, "identity") + self.prior(a_exp, "expression")
+            current = current + fixed_prior
+        else:  # the group's Gaussian prior residuals: sqrt(r)·c/σ
+            fixed_prior = self.prior(a_exp, "expression") if group == "identity" else self.prior(a_id, "identity")
+            current = current + fixed_prior + self.prior(variable, group)
+            pw2 = self.prior_weight[group].pow(2)
+            jtj = jtj + torch.diag_embed(pw2.expand(self.batch, -1))
+            jtr = jtr + pw2 * variable
+        variable, current, damping = self._damped_update(group, lin, jtj, jtr, variable, current, fixed_prior,
+                                                         variables["damping"])
+        variables[group] = variable
+        variables["damping"] = damping
+        return current
+
+    def _trial_energy(self, group: str, lin: _Linearisation, step: torch.Tensor, trial: torch.Tensor,
+                      fixed_prior: torch.Tensor, pick) -> torch.Tensor:
+        """The energy at ``trial`` = the picked samples' variable + ``step``, from the linearisation's points."""
+        if group == "pose":
+            _, trial_rotation = _camera_rotation(trial[:, :3], self.flip)
+            trial_cam = pick(lin.points) @ trial_rotation.transpose(1, 2) + trial[:, None, 3:]
+            trial_prior = pick(fixed_prior)
+        else:
+            delta = (pick(lin.basis).view(step.shape[0], NUM_POINT_COORDS, -1) @ step).view(-1, NUM_LANDMARKS, 3)
+            trial_cam = pick(lin.cam) + delta @ pick(lin.cam_rotation).transpose(1, 2)
+            trial_prior = pick(fixed_prior) + self.prior(trial, group)
+        return self.residuals(trial_cam, pick).pow(2).sum((1, 2)) + trial_prior
+
+    def _damped_update(self, group, lin, jtj, jtr, variable, current, fixed_prior, damping):
+        """Per-sample LM: a sample whose step is rejected retries with 10x damping (up to MAX_DAMPING_TRIES
+        solves); the others keep their step and stop, so no sample's path depends on the rest of the batch.
+        Returns the new variable, energy and damping."""
+        B = self.batch
+        diag = torch.diagonal(jtj, dim1=1, dim2=2)
+        chosen = None  # samples still trying; None: all of them
+        for _ in range(MAX_DAMPING_TRIES):
+            pick = (lambda t: t) if chosen is None else (lambda t: t[chosen])  # noqa: E731
+            system = pick(jtj) + torch.diag_embed(pick(damping)[:, None] * pick(diag) + 1e-9)
+            step, info = torch.linalg.solve_ex(system, -pick(jtr)[..., None])
+            trial = pick(variable) + step[..., 0]
+            trial_energy = self._trial_energy(group, lin, step, trial, fixed_prior, pick)
+            before = pick(current)
+            better = torch.isfinite(trial_energy) & (trial_energy < before) & (info == 0)
+            accepted = torch.where(better[:, None], trial, pick(variable))
+            new_energy = torch.where(better, trial_energy, before)
+            new_damping = torch.where(better, pick(damping) * 0.3, pick(damping) * 10).clamp(1e-7, 1e7)
+            if chosen is None:
+                # a step predicted to lower the energy by less than its rounding error (a
+                # sample at its minimum, to working precision) is rejected whatever the damping:
+                # give such samples the damping of the remaining rejections without solving
+                predicted = -(step[..., 0] * jtr).sum(-1)
+                futile = ~better & ~(predicted > self.precision * before)
+                new_damping = torch.where(futile, damping * 10 ** MAX_DAMPING_TRIES, new_damping).clamp(1e-7, 1e7)
+                variable, current, damping = accepted, new_energy, new_damping
+                retry = ~better & ~futile
+            else:
+                variable, current, damping = (t.index_copy(0, chosen, v) for t, v in
+                                              ((variable, accepted), (current, new_energy), (damping, new_damping)))
+                retry = torch.zeros(B, dtype=torch.bool, device=better.device).index_copy(0, chosen, ~better)
+            if not retry.any():
+                break
+            chosen = retry.nonzero()[:, 0]
+        return variable, current, damping
+
+
 def _fit_landmarks(model: MorphableModel, landmarks_2d: torch.Tensor, image_size: tuple[int, int],
                    config: LandmarkFitConfig, init: FaceParameters | None, progress) -> LandmarkFitResult:
     """:func:`fit_landmarks` with the threads set."""
@@ -246,138 +400,36 @@ def _fit_landmarks(model: MorphableModel, landmarks_2d: torch.Tensor, image_size
     if not present.any(-1).all():
         raise ValueError("landmarks_2d: some samples have no usable landmark at all")
     dtype = landmarks_2d.dtype
-    target = torch.where(present[..., None], landmarks_2d, torch.zeros_like(landmarks_2d))
-    weight = present.to(dtype) / (max(image_size) / 2)
     params = init if init is not None else initial_parameters(model, landmarks_2d, image_size, config.focal_px)
     for name in ("translation", "angles", "focal"):
         check_finite(getattr(params, name), f"initial {name}")
 
     B, K_id, K_exp = landmarks_2d.shape[0], model.id_dims, model.exp_dims
-    pose = torch.cat([params.angles, params.translation], -1).detach().to(dtype).clone()
-    a_id, a_exp = params.alpha_id.detach().to(dtype).clone(), params.alpha_exp.detach().to(dtype).clone()
+    variables = {"pose": torch.cat([params.angles, params.translation], -1).detach().to(dtype).clone(),
+                 "identity": params.alpha_id.detach().to(dtype).clone(),
+                 "expression": params.alpha_exp.detach().to(dtype).clone(),
+                 "damping": torch.full((B,), config.initial_damping, dtype=dtype, device=params.angles.device)}
     focal, pp = params.focal.detach().to(dtype), params.principal_point.detach().to(dtype)
-    march = config.march_contour and model.contour_lines.numel() > 0
-    rows = _LandmarkRows.build(model, march, dtype)
-    flip = torch.tensor(MODEL_TO_CAMERA_FLIP, dtype=dtype, device=pose.device)
-    prior_weight = {"identity": ((config.r_id ** 0.5) / model.id_std).to(dtype),
-                    "expression": ((config.r_exp ** 0.5) / model.exp_std).to(dtype)}
-    group_basis = {"identity": rows.id_basis, "expression": rows.exp_basis}
-    damping = torch.full((B,), config.initial_damping, dtype=dtype, device=pose.device)
-    # energies are sums of 136 squares: below this relative change, a decrease is rounding
-    precision = 64 * torch.finfo(dtype).eps
+    problem = _Stage1Problem(model, landmarks_2d, image_size, config, focal, pp)
     history = []
-
-    def linearise(pose, a_id, a_exp, group):
-        """March, then the landmarks' model and camera points and, for ``group``, the Jacobian of the
-        weighted landmark residuals, with F·R and the group's landmark basis rows.
-
-        Shape: -> local (B, 68), cam and model points (B, 68, 3), F·R (B, 3, 3), basis rows
-        (B, 68, 3, K) or None, Jacobian (B, 136, K) or None."""
-        rotation, cam_rotation = _camera_rotation(pose[:, :3], flip)
-        points_t = rows.points(a_id, a_exp)
-        # R·X on (B, 3, Vc): ten times faster than X·Rᵀ on (B, Vc, 3), whose inner dimension is 3
-        points, cam = points_t.transpose(1, 2), torch.baddbmm(pose[:, 3:, None], cam_rotation, points_t).transpose(1, 2)
-        local = rows.march(cam, rotation, focal, pp) if march else rows.static.expand(B, -1)
-        gather = local[..., None].expand(-1, -1, 3)
-        cam_lm, points_lm = cam.gather(1, gather), points.gather(1, gather)
-        if group is None:
-            return local, cam_lm, points_lm, cam_rotation, None, None
-        projection = _projection_jacobian(cam_lm, weight, focal)  # (B, 68, 2, 3)
-        if group == "pose":  # d(F·R·X)/dangle_k = F·dR/dangle_k·X; d/dt = I
-            d_rotation = euler_to_rotation_jacobian(pose[:, :3]) * flip[:, None]  # (B, k, i, j)
-            d_angles = (points_lm @ d_rotation.permute(0, 3, 2, 1).reshape(B, 3, 9)).view(B, 68, 3, 3)
-            basis_lm = None
-            jac = torch.cat([projection @ d_angles, projection], -1)
-        else:  # d(F·R·X)/dα = F·R·A for the landmark rows A of the basis
-            rows_basis = group_basis[group]  # (Vc, 3, K): one index_select of whole rows is the fast gather
-            basis_lm = rows_basis.view(rows_basis.shape[0], -1).index_select(0, local.flatten()).view(B, 68, 3, -1)
-            jac = (projection @ cam_rotation[:, None]) @ basis_lm
-        return local, cam_lm, points_lm, cam_rotation, basis_lm, jac.reshape(B, 136, -1)
-
-    def prior(a, group):
-        return (a * prior_weight[group]).pow(2).sum(-1)
-
     for round_index in range(config.rounds):
-        for g, group in enumerate(GROUPS):
+        for group in GROUPS:
             if (group == "expression" and K_exp == 0) or (group == "identity" and K_id == 0):
                 continue
             for _ in range(config.pose_steps if group == "pose" else config.steps_per_group):
-                _, cam_lm, points_lm, cam_rotation, basis_lm, jac = linearise(pose, a_id, a_exp, group)
-                residual = _residuals(cam_lm, target, weight, focal, pp).reshape(B, -1, 1)
-                # one product gives JᵀJ and Jᵀr; the energy is summed like the trial energies below,
-                # so that a step is never accepted or rejected on rounding differences alone
-                normal = jac.transpose(1, 2) @ torch.cat([jac, residual], -1)
-                jtj, jtr, current = normal[..., :-1], normal[..., -1], residual.pow(2).sum((1, 2))
-                variable = (pose, a_id, a_exp)[g]
-                if group == "pose":
-                    fixed_prior = prior(a_id, "identity") + prior(a_exp, "expression")
-                    current = current + fixed_prior
-                else:  # the group's Gaussian prior residuals: sqrt(r)·c/σ
-                    fixed_prior = prior(a_exp, "expression") if group == "identity" else prior(a_id, "identity")
-                    current = current + fixed_prior + prior(variable, group)
-                    pw2 = prior_weight[group].pow(2)
-                    jtj = jtj + torch.diag_embed(pw2.expand(B, -1))
-                    jtr = jtr + pw2 * variable
-                diag = torch.diagonal(jtj, dim1=1, dim2=2)
-
-                # per-sample LM: a sample whose step is rejected retries with 10x damping (up to
-                # MAX_DAMPING_TRIES solves); the others keep their step and stop, so no sample's
-                # path depends on the rest of the batch
-                chosen = None  # samples still trying; None: all of them
-                for _ in range(MAX_DAMPING_TRIES):
-                    pick = (lambda t: t) if chosen is None else (lambda t: t[chosen])  # noqa: E731
-                    system = pick(jtj) + torch.diag_embed(pick(damping)[:, None] * pick(diag) + 1e-9)
-                    step, info = torch.linalg.solve_ex(system, -pick(jtr)[..., None])
-                    trial = pick(variable) + step[..., 0]
-                    if group == "pose":
-                        _, trial_rotation = _camera_rotation(trial[:, :3], flip)
-                        trial_cam = pick(points_lm) @ trial_rotation.transpose(1, 2) + trial[:, None, 3:]
-                        trial_prior = pick(fixed_prior)
-                    else:
-                        delta = (pick(basis_lm).view(step.shape[0], 204, -1) @ step).view(-1, 68, 3)
-                        trial_cam = pick(cam_lm) + delta @ pick(cam_rotation).transpose(1, 2)
-                        trial_prior = pick(fixed_prior) + prior(trial, group)
-                    trial_residual = _residuals(trial_cam, pick(target), pick(weight), pick(focal), pick(pp))
-                    trial_energy = trial_residual.pow(2).sum((1, 2)) + trial_prior
-                    before = pick(current)
-                    better = torch.isfinite(trial_energy) & (trial_energy < before) & (info == 0)
-                    accepted = torch.where(better[:, None], trial, pick(variable))
-                    new_energy = torch.where(better, trial_energy, before)
-                    new_damping = torch.where(better, pick(damping) * 0.3, pick(damping) * 10).clamp(1e-7, 1e7)
-                    if chosen is None:
-                        # a step predicted to lower the energy by less than its rounding error (a
-                        # sample at its minimum, to working precision) is rejected whatever the damping:
-                        # give such samples the damping of the remaining rejections without solving
-                        predicted = -(step[..., 0] * jtr).sum(-1)
-                        futile = ~better & ~(predicted > precision * before)
-                        new_damping = torch.where(futile, damping * 10 ** MAX_DAMPING_TRIES, new_damping).clamp(1e-7, 1e7)
-                        variable, current, damping = accepted, new_energy, new_damping
-                        retry = ~better & ~futile
-                    else:
-                        variable, current, damping = (t.index_copy(0, chosen, v) for t, v in
-                                                      ((variable, accepted), (current, new_energy), (damping, new_damping)))
-                        retry = torch.zeros(B, dtype=torch.bool, device=better.device).index_copy(0, chosen, ~better)
-                    if not retry.any():
-                        break
-                    chosen = retry.nonzero()[:, 0]
-                if group == "pose":
-                    pose = variable
-                elif group == "identity":
-                    a_id = variable
-                else:
-                    a_exp = variable
+                current = problem.step(group, variables)
         history.append(current.detach().clone())
         if progress is not None:
             progress(round_index, current)
 
-    local, cam_lm, *_ = linearise(pose, a_id, a_exp, None)
-    landmark_energy = _residuals(cam_lm, target, weight, focal, pp).pow(2).sum((1, 2))
-    final = landmark_energy + prior(a_id, "identity") + prior(a_exp, "expression")
+    pose, a_id, a_exp = variables["pose"], variables["identity"], variables["expression"]
+    final_points = problem.linearise(pose, a_id, a_exp, None)
+    landmark_energy = problem.residuals(final_points.cam).pow(2).sum((1, 2))
+    final = landmark_energy + problem.prior(a_id, "identity") + problem.prior(a_exp, "expression")
     result_params = FaceParameters(alpha_id=a_id, alpha_exp=a_exp, translation=pose[:, 3:], angles=pose[:, :3],
                                    focal=focal.clone(), principal_point=pp.clone())
     id_prior = (a_id / model.id_std).pow(2).sum(-1)
     exp_prior = (a_exp / model.exp_std).pow(2).sum(-1) if K_exp else torch.zeros_like(final)
     return LandmarkFitResult(params=result_params, energy=final, landmark_energy=landmark_energy,
-                             id_prior=id_prior, exp_prior=exp_prior, landmark_indices=rows.vertices[local],
-                             history=history)
-
+                             id_prior=id_prior, exp_prior=exp_prior,
+                             landmark_indices=problem.rows.vertices[final_points.local], history=history)
