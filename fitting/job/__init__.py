@@ -10,12 +10,12 @@
 """
 
 from .config import FIT_SETTINGS, MESH_FORMATS, STAGES, FitJobConfig
-from .inputs import MIN_LANDMARKS, FitImageDataset, FitInput, list_fit_inputs
+from .inputs import MIN_LANDMARKS, FitImageDataset, FitInput, FitItem, list_fit_inputs
 from .results import (CONFIG_NAME, FAILED_SUFFIX, RESULT_FORMAT, RESULTS_DIR, SUMMARY_NAME, failure_path,
                       read_fit_result, read_fit_results, result_path, write_fit_result)
 from .runner import run_fit_job
 
 __all__ = ["CONFIG_NAME", "FAILED_SUFFIX", "FIT_SETTINGS", "MESH_FORMATS", "MIN_LANDMARKS", "RESULTS_DIR",
-           "RESULT_FORMAT", "STAGES", "SUMMARY_NAME", "FitImageDataset", "FitInput", "FitJobConfig", "failure_path",
-           "list_fit_inputs", "read_fit_result", "read_fit_results", "result_path", "run_fit_job",
+           "RESULT_FORMAT", "STAGES", "SUMMARY_NAME", "FitImageDataset", "FitInput", "FitItem", "FitJobConfig",
+           "failure_path", "list_fit_inputs", "read_fit_result", "read_fit_results", "result_path", "run_fit_job",
            "write_fit_result"]

@@ -23,6 +23,7 @@ from diffface.params import FaceParameters
 from ..landmark_fitting import fit_landmarks
 from ..texture_fitting import fit_texture
 from .config import FitJobConfig
+from .inputs import FitItem
 
 
 def fitted_landmarks(model: MorphableModel, params: FaceParameters) -> torch.Tensor:
@@ -42,13 +43,13 @@ class BatchFit:
     landmarks_crop: torch.Tensor
 
 
-def fit_batch(model: MorphableModel, items: list[dict], config: FitJobConfig, device: torch.device) -> BatchFit:
+def fit_batch(model: MorphableModel, items: list[FitItem], config: FitJobConfig, device: torch.device) -> BatchFit:
     size = config.image_size
     # stage 1 touches a few hundred vertices only, so float64 costs nothing and makes each image's fit
     # independent of the batch it shares (in float32 the LM steps amplify rounding to ~1e-2 in α)
     stage1_dtype = torch.float64 if config.landmarks_float64 else torch.float32
-    observed = torch.from_numpy(np.stack([it["landmarks"] for it in items])).to(device, torch.float64)
-    matrix = torch.from_numpy(np.stack([it["crop_matrix"] for it in items])).to(device, torch.float64)
+    observed = torch.from_numpy(np.stack([it.landmarks for it in items])).to(device, torch.float64)
+    matrix = torch.from_numpy(np.stack([it.crop_matrix for it in items])).to(device, torch.float64)
     scale, offset = matrix[:, 0, :1], matrix[:, :2, 2]
     landmarks_crop = observed * scale[:, None] + offset[:, None]
     stage1 = fit_landmarks(model, landmarks_crop.to(stage1_dtype), (size, size), config.landmarks)
@@ -58,7 +59,7 @@ def fit_batch(model: MorphableModel, items: list[dict], config: FitJobConfig, de
     flags = {"diverged": torch.zeros(len(items), dtype=torch.bool, device=device)}
     texture = "texture" in config.stages
     if texture:
-        crops = torch.stack([it["crop"] for it in items]).to(device)
+        crops = torch.stack([it.crop for it in items]).to(device)
         stage2 = fit_texture(model, crops, landmarks_crop.to(torch.float32), params, config.texture)
         params = stage2.params
         energies.update({"texture/total": stage2.energy, "texture/texture": stage2.texture,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -74,17 +74,42 @@ def left_out_files(source: str | Path) -> dict[str, int]:
     return scan_image_folder(source).left_out if source.is_dir() else {}
 
 
+@dataclass
+class FitItem:
+    """One image as a DataLoader worker read it, handed to the fitting loop and the TensorBoard monitor.
+
+    ``status`` is ``"ok"`` or ``"failed"`` (then ``reason`` and ``error`` say why and the rest is None).
+
+    Shape:
+        image_size: (H, W); landmarks: (68, 2) float64 original pixels; crop_matrix: (3, 3) float64, original
+        pixels to crop pixels; crop: (3, S, S) float32 in [0, 1], or None when the job needs no crops.
+    """
+
+    index: int
+    image: str
+    key: str
+    status: str = "ok"
+    reason: str | None = None
+    error: str | None = None
+    image_size: tuple[int, int] | None = None
+    landmarks: np.ndarray | None = None
+    crop_matrix: np.ndarray | None = None
+    crop: torch.Tensor | None = None
+
+    def failed(self, reason: str, error: str | None) -> "FitItem":
+        """This item recorded as failed, for ``reason``."""
+        return replace(self, status="failed", reason=reason, error=error)
+
+
 class FitImageDataset(Dataset):
     """Reads an image and its landmarks (and, for stage 2, its fitting crop) per item, in DataLoader workers.
 
-    Never raises for a bad image: the item is ``{"status": "failed", "reason": ..., "error": ...}``;
+    Never raises for a bad image: the item is a :class:`FitItem` with ``status == "failed"``;
     images and landmarks outside ``limits`` (:class:`~diffface.landmarks.InputLimits`: too many pixels,
     too small, landmarks off the image, a face of a few pixels) are bad images too.
     The detector is built lazily in each worker process.
 
-    Item (``status == "ok"``): ``index``, ``image``, ``key``, ``image_size`` (H, W), ``landmarks``
-    (68, 2) float64 original pixels, ``crop_matrix`` (3, 3) float64, ``crop`` (3, S, S) float32 in
-    [0, 1] or None.
+    Items: :class:`FitItem`.
     """
 
     def __init__(self, items: Sequence[FitInput], detector: str, detector_options: dict, crop_size: int,
@@ -100,15 +125,13 @@ class FitImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int) -> FitItem:
         item = self.items[i]
-        record = {"index": self.indices[i], "image": str(item.path), "key": item.key}
+        record = FitItem(index=self.indices[i], image=str(item.path), key=item.key)
         try:
-            record.update(self._load(item))
-            record["status"] = "ok"
+            return replace(record, **self._load(item))
         except (ImageReadError, NoFaceError, FileNotFoundError, ValueError) as exc:
-            record.update(status="failed", reason=str(exc), error=type(exc).__name__)
-        return record
+            return record.failed(str(exc), type(exc).__name__)
 
     def _load(self, item: FitInput) -> dict:
         if self._detector is None:
@@ -132,5 +155,5 @@ class FitImageDataset(Dataset):
 
 
 def keep_as_list(batch: list) -> list:
-    """DataLoader ``collate_fn``: a batch stays a list of item dicts (failed items carry no tensors)."""
+    """DataLoader ``collate_fn``: a batch stays a list of :class:`FitItem` (failed items carry no tensors)."""
     return batch

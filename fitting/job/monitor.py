@@ -16,6 +16,7 @@ from diffface.morphable_model import MorphableModel
 
 from .batch import BatchFit, fitted_landmarks
 from .config import FitJobConfig
+from .inputs import FitItem
 
 
 class RunLog:
@@ -64,7 +65,7 @@ class TensorBoardMonitor:
                 self.writer.add_scalar(f"energy/{name}", float(finite.mean()), step)
         self.writer.add_scalar("throughput/images_per_s", images_per_s, step)
 
-    def overlay(self, items: list[dict], fit: BatchFit, step: int) -> None:
+    def overlay(self, items: list[FitItem], fit: BatchFit, step: int) -> None:
         """Rows of (crop with observed landmarks green and fitted red, the fit rendered over the crop)."""
         from diffface.lighting import default_lighting
         from diffface.renderers import FaceRenderer
@@ -76,13 +77,13 @@ class TensorBoardMonitor:
         size = self.config.image_size
         crops = []
         for it in items[:n]:
-            if it.get("crop") is not None:
-                crops.append(it["crop"])
-            else:
-                image = read_image(it["image"], self.config.limits.max_image_pixels)
+            if it.crop is not None:
+                crops.append(it.crop)
+            else:  # a stage-1 job's workers make no crops: rebuild this one from the photo
+                image = read_image(it.image, self.config.limits.max_image_pixels)
                 pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
                 # the crop box whose transform is the stored matrix: side = size / s, corner = -(t + 0.5) / s
-                m = torch.from_numpy(it["crop_matrix"]).float()
+                m = torch.from_numpy(it.crop_matrix).float()
                 side = size / m[0, 0]
                 x0, y0 = -(m[0, 2] + 0.5) / m[0, 0], -(m[1, 2] + 0.5) / m[0, 0]
                 crops.append(crop_faces(pixels, torch.stack([x0, y0, x0 + side, y0 + side])[None], size)[0][0])

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
     from .batch import BatchFit
     from .config import FitJobConfig
+    from .inputs import FitItem
 
 RESULT_FORMAT = "diffface-fit/1"
 RESULTS_DIR = "results"
@@ -89,23 +90,23 @@ def write_fit_result(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     return path
 
 
-def result_arrays(item: dict, fit: BatchFit, b: int, model: MorphableModel, config: FitJobConfig) -> dict:
+def result_arrays(item: FitItem, fit: BatchFit, b: int, model: MorphableModel, config: FitJobConfig) -> dict:
     texture = "texture" in config.stages
     return {
         "format": np.array(RESULT_FORMAT),
-        "image": np.array(item["image"]),
-        "key": np.array(item["key"]),
-        "image_size": np.asarray(item["image_size"], dtype=np.int64),
+        "image": np.array(item.image),
+        "key": np.array(item.key),
+        "image_size": np.asarray(item.image_size, dtype=np.int64),
         "stages": np.array(list(config.stages)),
         "params": fit.packed[b].cpu().numpy().astype(np.float32),
         "param_names": np.array(model.layout.names(include_fitting=texture)),
         "landmarks": fit.landmarks[b].cpu().numpy().astype(np.float32),
-        "landmarks_observed": np.asarray(item["landmarks"], dtype=np.float32),
+        "landmarks_observed": np.asarray(item.landmarks, dtype=np.float32),
         "energy_names": np.array(list(fit.energies)),
         "energy_values": np.array([float(e[b]) for e in fit.energies.values()], dtype=np.float64),
         "flag_names": np.array(list(fit.flags)),
         "flag_values": np.array([bool(f[b]) for f in fit.flags.values()]),
-        "crop_matrix": np.asarray(item["crop_matrix"], dtype=np.float64),
+        "crop_matrix": np.asarray(item.crop_matrix, dtype=np.float64),
         "crop_size": np.array(config.image_size, dtype=np.int64),
         "model_name": np.array(model.name),
         "model_fingerprint": np.array(model.fingerprint),

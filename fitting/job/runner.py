@@ -35,7 +35,7 @@ from diffface.atomic_io import TEMPORARY_GLOB, write_text_atomic
 from .batch import BatchFit, fit_batch
 from .config import FIT_SETTINGS, FitJobConfig, fit_settings
 from .distributed import barrier, gather, init_distributed, world_from_env
-from .inputs import FitImageDataset, FitInput, keep_as_list, left_out_files, list_fit_inputs
+from .inputs import FitImageDataset, FitInput, FitItem, keep_as_list, left_out_files, list_fit_inputs
 from .monitor import RunLog, TensorBoardMonitor, progress_bar
 from .results import (CONFIG_NAME, RESULTS_DIR, failure_path, read_fit_result, result_arrays, result_path,
                       write_fit_result, write_mesh, write_summary)
@@ -152,9 +152,9 @@ def _run(items: list[FitInput], out_dir: Path, config: FitJobConfig, rank: int, 
     bar = progress_bar(len(shard), len(shard) - len(todo), config.stages, enabled=config.progress and rank == 0)
     try:
         for batch_index, batch in enumerate(loader):
-            good = [it for it in batch if it["status"] == "ok"]
+            good = [it for it in batch if it.status == "ok"]
             for it in batch:
-                if it["status"] != "ok":
+                if it.status != "ok":
                     _record_failure(out_dir, it, rank, log)
                     counts["failed"] += 1
             fitted = _fit_and_write(model, good, config, device, out_dir, rank, log, counts)
@@ -186,14 +186,14 @@ def _run(items: list[FitInput], out_dir: Path, config: FitJobConfig, rank: int, 
     return figures
 
 
-def _record_failure(out_dir: Path, item: dict, rank: int, log: RunLog) -> None:
-    record = {"image": item["image"], "key": item["key"], "status": "failed", "reason": item["reason"],
-              "error": item.get("error"), "rank": rank}
-    write_text_atomic(failure_path(out_dir, item["key"]), json.dumps(record))
+def _record_failure(out_dir: Path, item: FitItem, rank: int, log: RunLog) -> None:
+    record = {"image": item.image, "key": item.key, "status": "failed", "reason": item.reason,
+              "error": item.error, "rank": rank}
+    write_text_atomic(failure_path(out_dir, item.key), json.dumps(record))
     log.write(record)
 
 
-def _fit_and_write(model, good: list[dict], config: FitJobConfig, device, out_dir: Path, rank: int, log: RunLog,
+def _fit_and_write(model, good: list[FitItem], config: FitJobConfig, device, out_dir: Path, rank: int, log: RunLog,
                    counts: dict):
     """Fit ``good`` as one batch (one by one if the batch fails) and write each result; returns the
     (fit, items) of the largest batch that succeeded, for TensorBoard."""
@@ -203,7 +203,7 @@ def _fit_and_write(model, good: list[dict], config: FitJobConfig, device, out_di
         fit = fit_batch(model, good, config, device)
     except (ValueError, RuntimeError) as exc:
         if len(good) == 1:
-            failure = {**good[0], "reason": f"{good[0]['image']}: fitting failed: {exc}", "error": type(exc).__name__}
+            failure = good[0].failed(f"{good[0].image}: fitting failed: {exc}", type(exc).__name__)
             _record_failure(out_dir, failure, rank, log)
             counts["failed"] += 1
             return None
@@ -213,16 +213,17 @@ def _fit_and_write(model, good: list[dict], config: FitJobConfig, device, out_di
     for b, item in enumerate(good):
         if config.save_meshes != "none":
             _save_mesh(model, fit, b, item, config, out_dir)
-        write_fit_result(result_path(out_dir, item["key"]), result_arrays(item, fit, b, model, config))
-        failure_path(out_dir, item["key"]).unlink(missing_ok=True)
-        log.write({"image": item["image"], "key": item["key"], "status": "ok", "rank": rank,
+        write_fit_result(result_path(out_dir, item.key), result_arrays(item, fit, b, model, config))
+        failure_path(out_dir, item.key).unlink(missing_ok=True)
+        log.write({"image": item.image, "key": item.key, "status": "ok", "rank": rank,
                    "energy": {k: float(v[b]) for k, v in fit.energies.items()},
                    "flags": {k: bool(v[b]) for k, v in fit.flags.items()}})
         counts["fitted"] += 1
     return fit, good
 
 
-def _save_mesh(model: MorphableModel, fit: BatchFit, b: int, item: dict, config: FitJobConfig, out_dir: Path) -> None:
+def _save_mesh(model: MorphableModel, fit: BatchFit, b: int, item: FitItem, config: FitJobConfig,
+               out_dir: Path) -> None:
     params = fit.params.index(slice(b, b + 1))
     with torch.no_grad():
         vertices = model.shape(params.alpha_id, params.alpha_exp)[0].cpu().numpy()
@@ -231,5 +232,5 @@ def _save_mesh(model: MorphableModel, fit: BatchFit, b: int, item: dict, config:
             colours = model.albedo(params.beta)[0].cpu().numpy()
     if not np.isfinite(vertices).all():  # the result records the `nonfinite` flag; no mesh to write
         return
-    path = Path(out_dir) / "meshes" / f"{item['key']}.{config.save_meshes}"
+    path = Path(out_dir) / "meshes" / f"{item.key}.{config.save_meshes}"
     write_mesh(path, vertices, model.triangles.cpu().numpy(), colours)
