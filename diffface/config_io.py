@@ -16,11 +16,32 @@ Example:
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading numbers as YAML 1.2 does: ``1e-3`` is a float (YAML 1.1, PyYAML's
+    default, needs a dot and a signed exponent, ``1.0e-3``, and reads ``1e-3`` as a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    """YAML ``text`` parsed safely, numbers as in YAML 1.2 (:class:`_Loader`)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506  (a SafeLoader subclass)
 
 
 def read_yaml_mapping(path: str | Path) -> dict:
@@ -30,7 +51,7 @@ def read_yaml_mapping(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such config file")
     try:
-        mapping = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        mapping = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(mapping, dict):
@@ -45,7 +66,10 @@ def parse_overrides(overrides: Sequence[str], example: str = "key=value") -> lis
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--set {item!r}: expected key=value (e.g. {example})")
-        nested: Any = yaml.safe_load(text) if text.strip() else ""
+        try:
+            nested: Any = load_yaml(text) if text.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({str(exc).splitlines()[0]})") from exc
         for part in reversed(key.strip().split(".")):
             nested = {part: nested}
         parsed.append(nested)

@@ -115,6 +115,7 @@ def test_config_yaml_overrides_and_errors(tmp_path):
     path.write_text("loss: mse\nsteps: 10\naugment_options: {blur_probability: 0.5}\n")
     config = TrainConfig.from_yaml(path).with_overrides(["norm=l1", "lr=0.001"])
     assert (config.loss, config.steps, config.norm, config.lr) == ("mse", 10, "l1", 1e-3)
+    assert TrainConfig().with_overrides(["lr=3e-3", "lr_final=3e-4"]).lr_final == 3e-4  # YAML 1.2 numbers
     assert config.augment_options == {"blur_probability": 0.5} and config.batch_size == TrainConfig().batch_size
     assert TrainConfig.from_yaml(_saved(config, tmp_path)) == config
     path.write_text("stepz: 3\n")
