@@ -5,6 +5,8 @@ Imports the renderer lazily: only training's logging needs it.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from diffface.lighting import default_lighting
@@ -17,7 +19,8 @@ OVERLAY_OPACITY = 0.6
 @torch.no_grad()
 def prediction_overlays(model: MorphableModel, params: FaceParameters, images: torch.Tensor,
                         opacity: float = OVERLAY_OPACITY) -> torch.Tensor:
-    """The predicted face, shaded with its mean albedo under the default light, blended over each image.
+    """The predicted face, shaded with its albedo (the mean albedo when ``params.beta`` is None, as for a network
+    prediction) under the default light, blended over each image.
 
     Shape:
         params: B samples in the images' camera; images: (B, 3, H, W) in [0, 1] -> (B, 3, H, W) in [0, 1].
@@ -26,7 +29,7 @@ def prediction_overlays(model: MorphableModel, params: FaceParameters, images: t
 
     batch, _, height, width = images.shape
     light = default_lighting(batch, dtype=images.dtype, device=images.device)
-    params = FaceParameters(**{**dict(params.items()), "sh": light})
+    params = replace(params, sh=light)
     renderer = FaceRenderer(model, (height, width), backend="builtin").to(images.device)
     out = renderer(params)
     rendered = out.images.permute(0, 3, 1, 2).clamp(0, 1)
