@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .camera import MODEL_TO_CAMERA_FLIP, euler_to_rotation, perspective_project
+from .camera import euler_to_rotation, model_to_camera_flip, perspective_project
 from .checks import check_shape
 from .morphable_model import MorphableModel
 from .params import FaceParameters
@@ -27,8 +27,7 @@ def image_axis_of_model_x(rotation: torch.Tensor) -> torch.Tensor:
     Shape:
         rotation: (B, 3, 3) -> (B, 2).
     """
-    flip = torch.tensor(MODEL_TO_CAMERA_FLIP[:2], dtype=rotation.dtype, device=rotation.device)
-    axis = rotation[:, :2, 0] * flip
+    axis = rotation[:, :2, 0] * model_to_camera_flip(rotation)[:2]
     return axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 

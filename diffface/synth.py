@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .camera import MODEL_TO_CAMERA_FLIP, euler_to_rotation
+from .camera import euler_to_rotation, model_to_camera_flip
 from .lighting import ambient_sh_coefficients
 from .morphable_model import MorphableModel
 from .params import FaceParameters
@@ -73,7 +73,7 @@ def sample_scenes(model: MorphableModel, batch: int, config: SceneConfig = Scene
     ])
     # place the model's centroid (not its origin) at the drawn offset, whatever the model's origin
     centroid = model.mean_shape.mean(0).cpu()
-    rotated = (euler_to_rotation(angles) @ centroid) * torch.tensor(MODEL_TO_CAMERA_FLIP)
+    rotated = (euler_to_rotation(angles) @ centroid) * model_to_camera_flip(centroid)
     translation = translation - rotated
     device = model.mean_shape.device
     return FaceParameters(

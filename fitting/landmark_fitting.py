@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from diffface.camera import MODEL_TO_CAMERA_FLIP, euler_to_rotation, euler_to_rotation_jacobian
+from diffface.camera import euler_to_rotation, euler_to_rotation_jacobian, model_to_camera_flip
 from diffface.checks import check_finite, check_shape
 from diffface.landmark_marching import CHIN_LANDMARK, image_axis_of_model_x
 from diffface.morphable_model import MorphableModel
@@ -265,9 +265,9 @@ class _Stage1Problem:
     and the Gaussian priors (``sqrt(r)·c/σ`` residuals), with one Levenberg-Marquardt step per call of
     :meth:`step`."""
 
-    def __init__(self, model: MorphableModel, landmarks_2d: torch.Tensor, image_size: tuple[int, int],
-                 config: LandmarkFitConfig, focal: torch.Tensor, principal_point: torch.Tensor):
-        present = torch.isfinite(landmarks_2d).all(-1) & model.landmark_mask[None]
+    def __init__(self, model: MorphableModel, landmarks_2d: torch.Tensor, present: torch.Tensor,
+                 image_size: tuple[int, int], config: LandmarkFitConfig, focal: torch.Tensor,
+                 principal_point: torch.Tensor):
         dtype = landmarks_2d.dtype
         self.batch = landmarks_2d.shape[0]
         self.target = torch.where(present[..., None], landmarks_2d, torch.zeros_like(landmarks_2d))
@@ -275,7 +275,7 @@ class _Stage1Problem:
         self.focal, self.pp = focal, principal_point
         self.march = config.march_contour and model.contour_lines.numel() > 0
         self.rows = _LandmarkRows.build(model, self.march, dtype)
-        self.flip = torch.tensor(MODEL_TO_CAMERA_FLIP, dtype=dtype, device=focal.device)
+        self.flip = model_to_camera_flip(focal)
         self.prior_weight = {"identity": ((config.r_id ** 0.5) / model.id_std).to(dtype),
                              "expression": ((config.r_exp ** 0.5) / model.exp_std).to(dtype)}
         self.group_basis = {"identity": self.rows.id_basis, "expression": self.rows.exp_basis}
@@ -410,7 +410,7 @@ def _fit_landmarks(model: MorphableModel, landmarks_2d: torch.Tensor, image_size
                  "expression": params.alpha_exp.detach().to(dtype).clone(),
                  "damping": torch.full((B,), config.initial_damping, dtype=dtype, device=params.angles.device)}
     focal, pp = params.focal.detach().to(dtype), params.principal_point.detach().to(dtype)
-    problem = _Stage1Problem(model, landmarks_2d, image_size, config, focal, pp)
+    problem = _Stage1Problem(model, landmarks_2d, present, image_size, config, focal, pp)
     history = []
     for round_index in range(config.rounds):
         for group in GROUPS:
