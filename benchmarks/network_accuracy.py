@@ -34,7 +34,8 @@ import torch
 
 from diffface.data.build import BuildConfig, build_dataset
 from diffface.data.quality import QualityConfig
-from diffface.demo import curate_automatically, landmark_rms_px
+from diffface.app.demo_figures import landmark_rms_px, project_landmarks_px
+from diffface.data.auto_curation import curate_automatically
 from diffface.evaluation.baselines import ground_truth_names, mean_shape_baseline
 from diffface.evaluation.evaluate import evaluate_methods
 from diffface.fitting import LandmarkFitConfig, TextureFitConfig
@@ -51,10 +52,14 @@ MAX_LANDMARK_RMS = 0.06  # the demo's: the synthetic landmarks carry about 2 px 
 
 
 def _cached(folder: Path, settings: dict, make) -> dict:
-    """Run ``make()`` into ``folder`` unless ``folder/.settings.json`` records the same ``settings``."""
+    """Run ``make()`` into ``folder`` unless ``folder/.benchmark_settings.json`` records the same ``settings``;
+    a folder without that record (other settings, or a run killed before it finished) is emptied first."""
+    import shutil
+
     marker = folder / ".benchmark_settings.json"
     if marker.is_file() and json.loads(marker.read_text()).get("settings") == settings:
         return {**json.loads(marker.read_text())["figures"], "cached": True}
+    shutil.rmtree(folder, ignore_errors=True)
     started = time.perf_counter()
     figures = make() or {}
     figures = {**figures, "seconds": round(time.perf_counter() - started, 2)}
@@ -115,15 +120,16 @@ def steps_for_minutes(dataset: Path, out: Path, config: TrainConfig, minutes: fl
             "images_per_s": config.batch_size / seconds_per_step}
 
 
-def train_network(dataset: Path, out: Path, minutes: float, config: TrainConfig) -> dict:
-    """Train ``config`` on ``dataset`` for about ``minutes``; returns its figures and the learning curve."""
+def train_network(dataset: Path, out: Path, minutes: float, config: TrainConfig, steps: int = 0) -> dict:
+    """Train ``config`` on ``dataset`` for ``steps`` (0: as many as fill about ``minutes``, from a probe run);
+    returns its figures and the learning curve."""
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
-    probe = steps_for_minutes(dataset, out / "probe", config, minutes)
-    shutil.rmtree(out / "probe", ignore_errors=True)
-    config = replace(config, steps=probe["steps"], val_every=max(1, probe["steps"] // 12),
-                     checkpoint_every=probe["steps"])
+    if not steps:
+        steps = steps_for_minutes(dataset, out / "probe", config, minutes)["steps"]
+        shutil.rmtree(out / "probe", ignore_errors=True)
+    config = replace(config, steps=steps, val_every=max(1, steps // 12), checkpoint_every=steps)
     started = time.perf_counter()
     figures = train(dataset, out / "run", config)
     curve = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -138,7 +144,6 @@ def train_network(dataset: Path, out: Path, minutes: float, config: TrainConfig)
 def heldout_landmark_rms(model, cache: Path, predictions: dict[str, Path]) -> dict[str, float]:
     """2D landmark RMS (pixels) of every method's projected landmarks against the observed (noisy) ones of
     the held-out photos; ``predictions``: method -> fit folder or ``diffface predict`` folder."""
-    from diffface.demo import project_landmarks_px
     from diffface.fitting.job.results import read_fit_results
     from diffface.landmarks.annotations import read_landmark_file
 
@@ -205,7 +210,7 @@ def plot_learning_curves(curves: dict[str, list[dict]], path: Path, size: tuple[
 
 
 def run_benchmark(cache: Path, out: Path, train_faces: int, heldout_faces: int, minutes: float,
-                  config: TrainConfig, truth: bool = True) -> dict:
+                  config: TrainConfig, truth: bool = True, steps: int = 0) -> dict:
     started = time.perf_counter()
     model = load_morphable_model("builtin")
     data = make_data(cache, train_faces, heldout_faces, model)
@@ -213,7 +218,7 @@ def run_benchmark(cache: Path, out: Path, train_faces: int, heldout_faces: int, 
     if truth:
         networks["network (true parameters)"] = cache / "dataset_truth"
     training = {name: train_network(dataset, out / name.replace(" ", "_").strip("()").replace("(", ""), minutes,
-                                    config) for name, dataset in networks.items()}
+                                    config, steps) for name, dataset in networks.items()}
     predictions = {"landmark fit": cache / "fits" / "heldout_landmarks",
                    "texture fit": cache / "fits" / "heldout_texture"}
     for name, figures in training.items():
@@ -239,12 +244,28 @@ def run_benchmark(cache: Path, out: Path, train_faces: int, heldout_faces: int, 
                "met": bool(net["auc"] >= mean["auc"] + 0.10 and net["auc"] >= fit["auc"] - 0.05
                            and net["landmark_rms_px"] <= 2 * fit["landmark_rms_px"])}
     result = {"benchmark": "network_accuracy", "train_faces": train_faces, "heldout_faces": heldout_faces,
-              "minutes_per_network": minutes, "threads": torch.get_num_threads(), "data": data,
+              "minutes_per_network": None if steps else minutes, "steps_per_network": steps or None, "threads": torch.get_num_threads(), "data": data,
               "training": {name: {k: v for k, v in t.items() if k != "checkpoint"} for name, t in training.items()},
               "table": table, "targets": targets, "learning_curve": str(out / "learning_curve.png"),
               "seconds_total": round(time.perf_counter() - started, 1)}
+    result["checkpoints"] = {name: t["checkpoint"] for name, t in training.items()}
     (out / "report.json").write_text(json.dumps(result, indent=1, default=str))
     return result
+
+
+def save_pretrained(result: dict, path: Path, command: str) -> Path:
+    """Copy the network trained on the fits to ``path`` (e.g. the demo's starting point
+    ``diffface/pretrained/mobileface_builtin.pt``) and write beside it ``PATH.json``: the command that made it
+    and the held-out figures of this run (what the demo cites)."""
+    import shutil
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(result["checkpoints"]["network (fits)"], path)
+    provenance = {"command": command, "train_faces": result["train_faces"],
+                  "training": result["training"]["network (fits)"] | {"curve": None},
+                  "heldout": {"faces": result["heldout_faces"], "table": result["table"]}}
+    path.with_suffix(".json").write_text(json.dumps(provenance, indent=1, default=str) + "\n")
+    return path
 
 
 def print_table(result: dict) -> None:
@@ -271,6 +292,11 @@ def main(argv=None) -> int:
     parser.add_argument("--no-truth", action="store_true",
                         help="train only on the fits (not also on the true parameters)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="training steps per network (default 0: as many as fill --minutes)")
+    parser.add_argument("--save-checkpoint", type=Path, metavar="PATH",
+                        help="also copy the network trained on the fits to PATH, with PATH.json saying how it "
+                             "was made (tools/make_pretrained.sh makes the demo's starting point this way)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="TrainConfig setting on top of the defaults (repeatable)")
     args = parser.parse_args(argv)
@@ -278,7 +304,10 @@ def main(argv=None) -> int:
                      log_every=50).with_overrides(args.set)
     with torch_threads(args.threads):
         result = run_benchmark(args.cache, args.out, args.train_faces, args.heldout_faces, args.minutes, config,
-                               truth=not args.no_truth)
+                               truth=not args.no_truth, steps=args.steps)
+    if args.save_checkpoint:
+        command = " ".join(["python", "benchmarks/network_accuracy.py", *(argv if argv is not None else sys.argv[1:])])
+        save_pretrained(result, args.save_checkpoint, command)
     if args.json:
         print(json.dumps(result, default=str))
     else:

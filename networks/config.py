@@ -76,6 +76,8 @@ class TrainConfig:
             by default because PyTorch's float32 channels-last CPU kernels (2.13) computed MobileFace's gradients
             with a worst-tensor error of 12% against float64 where the default layout's was 0.7%
             (tests/networks/test_train.py), enough to change a 4-step run's loss by 6%.
+        init: a checkpoint (``model.pt``) whose weights and parameter statistics start the run: fine-tuning (its
+            network, width, input size and morphable model must be this run's); ``""``: a new network.
     """
 
     network: str = "mobileface"
@@ -111,6 +113,7 @@ class TrainConfig:
     preload: bool = True
     zero_init_head: bool = True
     channels_last: bool = False
+    init: str = ""
 
     def __post_init__(self):
         if self.loss not in LOSSES:

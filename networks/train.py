@@ -38,6 +38,7 @@ import torch
 
 from diffface.data.format import FaceDataset, dataset_fingerprint, read_info
 from diffface.morphable_model import MorphableModel, load_morphable_model
+from diffface.params import ParamNormalizer
 from diffface.threads import torch_threads
 
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
@@ -125,7 +126,9 @@ class _Run:
                                input_size=info.crop_size)
         self.network_config = {"width": config.width, "num_outputs": self.layout.network_size,
                                "input_size": info.crop_size}
-        if config.zero_init_head:
+        if config.init:
+            normalizer = self.initial_weights(network, normalizer)
+        elif config.zero_init_head:
             torch.nn.init.zeros_(network.fc.weight)
             torch.nn.init.zeros_(network.fc.bias)
         network = convert_batchnorm(network, self.device).to(self.device)
@@ -158,6 +161,22 @@ class _Run:
         self.seconds_trained = 0.0  # wall-clock seconds of the run before this process (resume)
         if previous is not None:
             self.resume(previous)
+
+    def initial_weights(self, network: torch.nn.Module, normalizer: ParamNormalizer) -> ParamNormalizer:
+        """Load ``config.init``'s weights into ``network``; returns its parameter statistics (the network's
+        outputs are normalised by them, so they replace the dataset's). Refused, naming the checkpoint, when it
+        holds another network, input size or morphable model."""
+        path = self.config.init
+        data = read_checkpoint(path, "cpu")
+        wanted = {"name": self.config.network, "config": self.network_config}
+        if {"name": data["network"]["name"], "config": dict(data["network"]["config"])} != wanted:
+            raise ValueError(f"init checkpoint {path}: holds network {data['network']['name']} "
+                             f"{dict(data['network']['config'])}, this run trains {wanted['name']} {wanted['config']}")
+        if data["morphable_model"]["fingerprint"] != self.model.fingerprint:
+            raise ValueError(f"init checkpoint {path}: trained for morphable model "
+                             f"{data['morphable_model']['name']!r}, not this dataset's {self.model.name!r}")
+        network.load_state_dict(data["state_dict"])
+        return ParamNormalizer(data["normalizer"]["mean"].float(), data["normalizer"]["std"].float())
 
     # -- checkpoints ------------------------------------------------------------------------------
     def training_state(self) -> dict:

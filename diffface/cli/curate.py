@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .output import print_figures
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -26,14 +28,24 @@ def add_parser(sub) -> None:
                         "else 'decision<TAB>name' lines")
     p.add_argument("--decision", choices=["keep", "reject", "unreviewed"],
                    help="with --export: only the names with this decision")
+    p.add_argument("--auto", action="store_true",
+                   help="no browser: reject every item whose automatic quality flags are raised and exit")
+    p.add_argument("--worst-fraction", type=float, default=0.0, metavar="F",
+                   help="with --auto: also reject this share of the items, the worst-scoring unflagged ones")
+    p.add_argument("--json", action="store_true", help="with --auto: print the counts as JSON")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from diffface.data.auto_curation import curate_automatically
     from diffface.data.curation import CurationServer, decision_lists, export_decisions, is_loopback_host
     from diffface.data.format import read_info
 
     read_info(args.dataset)  # a clear error for a folder that is not a dataset
+    if args.auto:
+        print_figures(curate_automatically(args.dataset, args.worst_fraction), args.json,
+                      title="diffface curate --auto")
+        return 0
     if args.export:
         path = export_decisions(args.dataset, args.export, args.decision)
         counts = {k: len(v) for k, v in decision_lists(args.dataset).items()}

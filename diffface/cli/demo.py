@@ -10,7 +10,8 @@ from .output import print_figures
 # option -> DemoConfig field, for the sizes that may be overridden (also on top of --quick)
 SIZE_OPTIONS = {"train_faces": "train-faces", "heldout_faces": "heldout-faces", "image_size": "image-size",
                 "fit_rounds": "rounds", "texture_rounds": "texture-rounds", "train_steps": "steps",
-                "batch_size": "batch-size", "seed": "seed", "texture_norm": "norm", "threads": "threads"}
+                "batch_size": "batch-size", "seed": "seed", "texture_norm": "norm", "threads": "threads",
+                "init": "init"}
 
 
 def add_parser(sub) -> None:
@@ -39,7 +40,9 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, help="seed of the synthetic faces, split and training (default 0)")
     p.add_argument("--threads", type=int,
                    help="PyTorch CPU threads (default 1, robust on a busy machine; 0: one per core)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON (and no progress bars)")
+    p.add_argument("--init", help="where training starts: auto (the shipped network for the built-in model, else a "
+                                  "new one; default), none (a new network) or a checkpoint file to fine-tune")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 
 
@@ -83,7 +86,7 @@ def run(args) -> int:
     config = resolve_config(args)
     progress = (lambda name, seconds: None) if args.json else (
         lambda name, seconds: print(f"[demo] {name} done in {seconds:.1f} s", flush=True))
-    report = run_demo(args.out, config, show_progress=not args.json, on_step=progress)
+    report = run_demo(args.out, config, on_step=progress)
     if args.json:
         print_figures(report, True)
         return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..synth_benchmark import SynthBenchmarkConfig
 from .output import print_figures
 
 
@@ -21,6 +22,12 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed; the benchmark is a pure function of it")
     p.add_argument("--image-size", type=int, default=224, help="square image side in pixels (default 224)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    defaults = SynthBenchmarkConfig()
+    p.add_argument("--subdivision-levels", type=int, default=defaults.subdivision_levels,
+                   help="midpoint subdivisions of the ground-truth meshes (each: faces x4; default "
+                        f"{defaults.subdivision_levels}; 0 keeps evaluation fast, still displaced off the model)")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                   help=f"faces rendered at once (default {defaults.batch_size}; the faces do not depend on it)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
@@ -28,14 +35,15 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from ..synth_benchmark import SynthBenchmarkConfig, benchmark_scene, generate_benchmark
+    from ..synth_benchmark import benchmark_scene, generate_benchmark
 
     if args.n < 1:
         raise ValueError(f"--n must be at least 1, got {args.n}")
     if args.image_size < 16:
         raise ValueError(f"--image-size must be at least 16, got {args.image_size}")
     config = SynthBenchmarkConfig(model=args.model, num_faces=args.n, device=args.device,
-                                  scene=benchmark_scene(args.image_size, args.seed))
+                                  scene=benchmark_scene(args.image_size, args.seed),
+                                  subdivision_levels=args.subdivision_levels, batch_size=args.batch_size)
     with tqdm(total=args.n, desc="synthetic faces", unit="face", disable=args.json) as bar:
         summary = generate_benchmark(args.out, config, progress=bar.update)
     print_figures(summary, args.json, title="diffface synth")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from diffface.networks.config import LOSSES, TrainConfig
+
 from .config_args import add_config_arguments
 from .output import print_figures
 
@@ -22,13 +24,18 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="run folder (a re-run into it resumes)")
     add_config_arguments(p, "TrainConfig", "RUN/config.yaml",
                          "override one setting, repeatable: --set norm=l1 --set augment=false")
-    p.add_argument("--steps", type=int, help="optimisation steps (default: 30000)")
-    p.add_argument("--batch-size", type=int, help="global batch (default: 128)")
-    p.add_argument("--loss", choices=["mse", "2d3d"], help="training loss (default: 2d3d)")
-    p.add_argument("--lr", type=float, help="Adam learning rate (default: 1e-4; x0.1 after 2/3 of the steps)")
-    p.add_argument("--width", type=int, help="first-layer channels of MobileFace (default: 10)")
+    d = TrainConfig()
+    p.add_argument("--steps", type=int, help=f"optimisation steps (default: {d.steps})")
+    p.add_argument("--batch-size", type=int, help=f"global batch (default: {d.batch_size})")
+    p.add_argument("--loss", choices=list(LOSSES), help=f"training loss (default: {d.loss})")
+    p.add_argument("--lr", type=float, help=f"Adam learning rate (default: {d.lr:g}; {d.lr_final:g} after "
+                                            f"{d.lr_drop_at:.2g} of the steps)")
+    p.add_argument("--width", type=int, help=f"first-layer channels of MobileFace (default: {d.width})")
+    p.add_argument("--init", metavar="CHECKPOINT",
+                   help="fine-tune: start from this model.pt's weights and parameter statistics (same network, "
+                        "width and morphable model)")
     p.add_argument("--model", help="morphable model: auto (builtin when the dataset used it) or a model file")
-    p.add_argument("--workers", type=int, help="DataLoader workers (default: 2)")
+    p.add_argument("--workers", type=int, help=f"DataLoader workers (default: {d.num_workers})")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu; ranks use cuda:LOCAL_RANK)")
     p.add_argument("--seed", type=int, help="weights, data order and augmentation seed (default: 0)")
     p.add_argument("--unlabeled", metavar="PHOTOS",
@@ -42,11 +49,11 @@ def resolve_config(args):
     """Defaults, then ``--config``, then the options given, then ``--set``, checked together (so
     ``--unlabeled`` may come with ``--set photometric_weight=...``)."""
     from diffface.config_io import read_yaml_mapping
-    from diffface.networks.config import TrainConfig, parse_overrides
+    from diffface.networks.config import parse_overrides
 
     given = {"steps": args.steps, "batch_size": args.batch_size, "loss": args.loss, "lr": args.lr,
              "width": args.width, "model": args.model, "num_workers": args.workers, "device": args.device,
-             "seed": args.seed, "unlabeled": args.unlabeled}
+             "seed": args.seed, "unlabeled": args.unlabeled, "init": args.init}
     layers = [(read_yaml_mapping(args.config), str(args.config))] if args.config else []
     layers += [({k: v for k, v in given.items() if v is not None}, "options"),
                (parse_overrides(args.overrides), "--set")]

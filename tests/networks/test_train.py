@@ -190,3 +190,22 @@ def test_default_layout_gradients_match_float64():
     reference, single = gradients(torch.float64), gradients(torch.float32)
     for name, value in reference.items():
         assert (single[name] - value).abs().max() <= 0.02 * value.abs().max(), name
+
+
+def test_init_starts_from_a_checkpoint_and_refuses_another_network(tiny_dataset, tmp_path):
+    """Fine-tuning: a run started from a checkpoint holds its weights (at learning rate 0 they stay them) and
+    its parameter statistics, not this dataset's; another width is refused naming the file."""
+    trained = tmp_path / "trained"
+    train(tiny_dataset.root, trained, _config(tiny_dataset, steps=4, lr=3e-3, augment=False))
+    source = load_checkpoint(trained / "model.pt")
+    config = _config(tiny_dataset, steps=1, lr=0.0, lr_final=0.0, weight_decay=0.0, augment=False,
+                     init=str(trained / "model.pt"))
+    train(tiny_dataset.root, tmp_path / "tuned", config)
+    tuned = load_checkpoint(tmp_path / "tuned/model.pt")
+    for (name, weight), (_, start) in zip(tuned.network.named_parameters(), source.network.named_parameters()):
+        torch.testing.assert_close(weight, start, rtol=0, atol=0, msg=name)
+    assert bool(source.network.fc.weight.abs().sum() > 0)  # trained: not the zero-initialised head
+    torch.testing.assert_close(tuned.normalizer.mean, source.normalizer.mean, rtol=0, atol=0)
+    torch.testing.assert_close(tuned.normalizer.std, source.normalizer.std, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="init checkpoint .*model.pt.*width"):
+        train(tiny_dataset.root, tmp_path / "wider", _config(tiny_dataset, width=6, init=str(trained / "model.pt")))
