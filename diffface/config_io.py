@@ -120,21 +120,34 @@ def coerce_setting(value, current, key: str):
     return value
 
 
-def update_dataclass(obj, mapping: dict, prefix: str = ""):
-    """A copy of dataclass ``obj`` with the fields in ``mapping`` set (nested dataclasses recursively)."""
+def field_values(obj) -> dict:
+    """A dataclass's fields as ``{name: value}`` (one level: nested dataclasses stay objects)."""
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+
+def typed_changes(current: dict, mapping: dict, prefix: str = "") -> dict:
+    """``mapping``'s entries as the types of ``current``'s values (a dataclass's :func:`field_values`); a
+    nested dataclass is updated recursively. Unknown keys and wrong types raise ``ValueError`` naming the key."""
     if not isinstance(mapping, dict):
         raise ValueError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {mapping!r}")
-    names = [f.name for f in fields(obj)]
     changes = {}
     for key, value in mapping.items():
-        if key not in names:
+        if key not in current:
             raise ValueError(f"unknown config key {prefix + str(key)!r}; {prefix.rstrip('.') or 'the config'} "
-                             f"has {', '.join(names)}")
-        current = getattr(obj, key)
-        if is_dataclass(current):
-            changes[key] = update_dataclass(current, value, f"{prefix}{key}.")
+                             f"has {', '.join(current)}")
+        if is_dataclass(current[key]):
+            changes[key] = update_dataclass(current[key], value, f"{prefix}{key}.")
         else:
-            changes[key] = coerce_setting(value, current, prefix + key)
+            changes[key] = coerce_setting(value, current[key], prefix + key)
+    return changes
+
+
+def update_dataclass(obj, mapping: dict, prefix: str = ""):
+    """A copy of dataclass ``obj`` with the fields in ``mapping`` set (nested dataclasses recursively)."""
+    return _replace(obj, typed_changes(field_values(obj), mapping, prefix), prefix)
+
+
+def _replace(obj, changes: dict, prefix: str = ""):
     try:
         return replace(obj, **changes)
     except TypeError as exc:
@@ -142,25 +155,35 @@ def update_dataclass(obj, mapping: dict, prefix: str = ""):
 
 
 class YamlConfig:
-    """Mixin for dataclass configs: ``from_dict``, ``from_yaml`` and ``with_overrides``."""
+    """Mixin for dataclass configs: ``from_dict``, ``from_yaml``, ``with_overrides``, ``updated`` and
+    ``layered``, one mechanism for every job's settings (fit, build-dataset, train, demo)."""
 
     @classmethod
     def from_dict(cls, mapping: dict, base=None):
         """``base`` (default: the defaults) updated from a nested mapping; unknown keys raise ``ValueError``."""
-        return update_dataclass(base if base is not None else cls(), mapping)
+        return (base if base is not None else cls()).updated(mapping)
 
     @classmethod
     def from_yaml(cls, path: str | Path, base=None):
         """``base`` updated from a YAML file; errors name the file."""
-        mapping = read_yaml_mapping(path)
-        try:
-            return cls.from_dict(mapping, base)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+        return (base if base is not None else cls()).updated(read_yaml_mapping(path), str(path))
 
     def with_overrides(self, overrides: Sequence[str]):
         """Apply ``key=value`` items with dotted keys (``texture.norm=l1``); values parsed as YAML."""
-        config = self
-        for nested in parse_overrides(overrides):
-            config = update_dataclass(config, nested)
-        return config
+        return self.layered([(nested, "--set") for nested in parse_overrides(overrides)])
+
+    def updated(self, changes: dict, source: str = ""):
+        """A copy with ``changes`` (a nested mapping) applied; errors name ``source`` and the key."""
+        return self.layered([(changes, source)])
+
+    def layered(self, layers: Sequence[tuple[dict, str]]):
+        """A copy with each ``(changes, source)`` applied in turn (later layers win: defaults < file < options <
+        ``--set``), checked as a whole at the end, so a setting that needs another may get it from any layer.
+        Unknown keys and wrong types raise ``ValueError`` naming the layer's source and the key."""
+        values = field_values(self)
+        for changes, source in layers:
+            try:
+                values.update(typed_changes(values, changes))
+            except ValueError as exc:
+                raise ValueError(f"{source}: {exc}" if source else str(exc)) from exc
+        return _replace(self, values)

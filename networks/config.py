@@ -1,4 +1,5 @@
-"""Training settings: :class:`TrainConfig`, a dataclass loadable from YAML and overridable by ``key=value``.
+"""Training settings: :class:`TrainConfig`, a dataclass loadable from YAML and overridable by ``key=value``
+(:class:`diffface.config_io.YamlConfig`, as every job's settings).
 
 Every run saves its resolved config as ``RUN/config.yaml``; ``diffface train --config RUN/config.yaml``
 repeats it.
@@ -6,15 +7,13 @@ repeats it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 
 from diffface.atomic_io import write_text_atomic
-from diffface import config_io
-from diffface.config_io import read_yaml_mapping
+from diffface.config_io import YamlConfig
 
 LOSSES = ("mse", "2d3d")
 
@@ -28,7 +27,7 @@ RESUME_MAY_CHANGE = ("steps", "val_every", "checkpoint_every", "log_every", "val
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(YamlConfig):
     """Settings of :func:`~diffface.networks.train.train`.
 
     Attributes:
@@ -148,35 +147,6 @@ class TrainConfig:
             write_text_atomic(Path(path), text)
         return text
 
-    def updated(self, changes: dict, source: str = "config") -> "TrainConfig":
-        """A copy with ``changes`` applied; unknown keys and wrongly typed values raise ``ValueError``
-        naming ``source`` and the key."""
-        return self.layered([(changes, source)])
-
-    def layered(self, layers: Sequence[tuple[dict, str]]) -> "TrainConfig":
-        """A copy with each ``(changes, source)`` applied in turn (later layers win), checked as a whole at the
-        end: a setting that needs another (``unlabeled`` needs ``photometric_weight``) may get it from any layer.
-        Unknown keys and wrongly typed values raise ``ValueError`` naming the layer's source and the key."""
-        current = self.to_dict()
-        known = [f.name for f in fields(self)]
-        typed = {}
-        for changes, source in layers:
-            if not isinstance(changes, dict):
-                raise ValueError(f"{source}: expected a mapping of settings, got {changes!r}")
-            for key, value in changes.items():
-                if key not in known:
-                    raise ValueError(f"{source}: unknown setting {key!r}; TrainConfig has {', '.join(known)}")
-                typed[key] = _typed(value, current[key], f"{source}: {key}")
-        return replace(self, **typed)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, base: "TrainConfig | None" = None) -> "TrainConfig":
-        return (base or cls()).updated(read_yaml_mapping(path), str(path))
-
-    def with_overrides(self, overrides: Sequence[str]) -> "TrainConfig":
-        """Apply ``key=value`` strings (values parsed as YAML: ``loss=mse``, ``augment_options={flip: false}``)."""
-        return self.updated(parse_overrides(overrides), "--set")
-
 
 def resume_conflicts(previous: dict, config: TrainConfig) -> dict[str, tuple]:
     """The settings outside :data:`RESUME_MAY_CHANGE` on which ``config`` differs from a run's saved settings
@@ -185,30 +155,3 @@ def resume_conflicts(previous: dict, config: TrainConfig) -> dict[str, tuple]:
     old = {**TrainConfig().to_dict(), **previous}
     new = config.to_dict()
     return {k: (old[k], new[k]) for k in new if k not in RESUME_MAY_CHANGE and old[k] != new[k]}
-
-
-def parse_overrides(overrides: Sequence[str]) -> dict:
-    """``key=value`` strings as one mapping, each value parsed as YAML (an empty value is ``""``; a dotted
-    key sets one entry of a mapping setting: ``augment_options.blur_probability=0``)."""
-    changes: dict = {}
-    for nested in config_io.parse_overrides(overrides, "loss=mse"):
-        key, value = next(iter(nested.items()))
-        if isinstance(value, dict) and isinstance(changes.get(key), dict):
-            changes[key] = {**changes[key], **value}
-        else:
-            changes[key] = value
-    return changes
-
-
-def _typed(value, current, what: str):
-    """``value`` as the type of ``current`` (bool, int, float, str or dict), else ``ValueError`` naming ``what``."""
-    expected = type(current)
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{what}: expected a mapping, got {value!r}")
-        return dict(value)
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ValueError(f"{what}: expected {expected.__name__}, got {value!r}")
-    return value

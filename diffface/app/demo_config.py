@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from diffface.config_io import YamlConfig
 from diffface.morphable_model import MorphableModel
 from diffface.networks.export.config import FORMATS
 
@@ -22,8 +23,9 @@ class DemoStepError(RuntimeError):
 
 
 @dataclass
-class DemoConfig:
-    """Settings of :func:`run_demo` (saved as ``DIR/config.json``); the defaults take a few minutes on 2 CPU cores.
+class DemoConfig(YamlConfig):
+    """Settings of :func:`run_demo` (saved as ``DIR/config.json``, which ``diffface demo --config`` reads back);
+    the defaults take a few minutes on 2 CPU cores.
 
     Attributes:
         model: ``"builtin"`` or a morphable-model file (e.g. a converted BFM).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .config_args import add_config_arguments
 from .output import print_figures
 
 # option -> DemoConfig field, for the sizes that may be overridden (also on top of --quick)
@@ -21,13 +22,16 @@ def add_parser(sub) -> None:
                     "read their landmarks, fit them (landmarks, then texture), build and automatically curate a "
                     "dataset, train the network briefly, export it (TorchScript, ONNX), predict the held-out "
                     "photos and evaluate every method against the ground truth. Writes DIR/report.html "
-                    "(self-contained), DIR/report.json and one subfolder per step; prints the figures table.")
+                    "(self-contained), DIR/report.json and one subfolder per step; prints the figures table. "
+                    "Settings: defaults (or --quick's) < --config FILE < the options below < --set key=value.")
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
-    p.add_argument("--model", default="builtin", help="'builtin' (default) or a morphable-model file (e.g. BFM.npz)")
+    add_config_arguments(p, "DemoConfig", "DIR/config.json", "override one setting, repeatable: --set lr=0.001 "
+                         "--set export_formats=torchscript")
+    p.add_argument("--model", help="'builtin' (default) or a morphable-model file (e.g. BFM.npz)")
     p.add_argument("--images", type=Path, help="a folder of your photos (no ground truth) instead of synthetic ones")
-    p.add_argument("--landmarks", default="pts", choices=["pts", "dlib", "fan", "auto"],
+    p.add_argument("--landmarks", choices=["pts", "dlib", "fan", "auto"],
                    help="with --images: pts (.pts files beside the photos, default), dlib, fan or auto")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", help="cpu (default) or cuda")
     p.add_argument("--quick", action="store_true", help="tiny sizes (about a minute on 2 CPU cores), for a first look")
     p.add_argument("--train-faces", type=int, help="synthetic training photos (default 800; --quick 24)")
     p.add_argument("--heldout-faces", type=int, help="held-out photos (default 8; --quick 2)")
@@ -47,18 +51,25 @@ def add_parser(sub) -> None:
 
 
 def resolve_config(args):
-    """``DemoConfig()`` (or ``DemoConfig.quick()``) with the options given."""
-    from ..demo import DemoConfig
+    """``DemoConfig()`` (or ``DemoConfig.quick()``), then ``--config``, then the options given, then ``--set``."""
+    from ..app.demo_config import DemoConfig
+    from ..config_io import parse_overrides, read_yaml_mapping
 
     changes = {field: getattr(args, option.replace("-", "_")) for field, option in SIZE_OPTIONS.items()}
     changes = {k: v for k, v in changes.items() if v is not None}
-    changes.update(model=args.model, device=args.device, landmarks=args.landmarks,
-                   images=None if args.images is None else str(args.images))
-    if args.images is None and args.landmarks != "pts":
+    for name in ("model", "device", "landmarks"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    if args.images is not None:
+        changes["images"] = str(args.images)
+    layers = [(read_yaml_mapping(args.config), str(args.config))] if args.config else []
+    layers += [(changes, "options")] + [(nested, "--set") for nested in parse_overrides(args.overrides, "lr=0.001")]
+    config = (DemoConfig.quick() if args.quick else DemoConfig()).layered(layers)
+    if config.images is None and config.landmarks != "pts":
         raise ValueError("--landmarks applies to --images; synthetic photos come with their .pts files")
-    if args.images is not None and not args.images.is_dir():
-        raise FileNotFoundError(f"--images {args.images}: no such folder")
-    return DemoConfig.quick(**changes) if args.quick else DemoConfig(**changes)
+    if config.images is not None and not Path(config.images).is_dir():
+        raise FileNotFoundError(f"--images {config.images}: no such folder")
+    return config
 
 
 def print_table(report: dict) -> None:

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from diffface.cli.main import COMMANDS, main
+from diffface.cli.main import COMMANDS, build_parser, main
 
 
 def test_top_level_help(capsys):
@@ -70,6 +70,25 @@ def test_demo_rejects_bad_settings_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "train_steps must be at least 1" in err and "Traceback" not in err
     assert not (tmp_path / "demo").exists()
+
+
+def test_demo_settings_layer_like_every_job(tmp_path):
+    """defaults (or --quick's) < --config (a saved config.json) < options < --set, as fit, build-dataset and
+    train do; a wrong type names the layer and the key."""
+    from dataclasses import asdict
+
+    from diffface.app.demo_config import DemoConfig
+    from diffface.cli.demo import resolve_config
+
+    saved = tmp_path / "config.json"
+    saved.write_text(json.dumps(asdict(DemoConfig(train_faces=100, lr=1e-3, seed=4))))
+    parse = build_parser().parse_args
+    config = resolve_config(parse(["demo", "--config", str(saved), "--seed", "5", "--set", "lr=2e-3",
+                                   "--set", "export_formats=torchscript"]))
+    assert (config.train_faces, config.seed, config.lr, config.export_formats) == (100, 5, 2e-3, ("torchscript",))
+    assert resolve_config(parse(["demo", "--quick", "--set", "train_steps=3"])) == DemoConfig.quick(train_steps=3)
+    with pytest.raises(ValueError, match="--set: train_steps: expected an integer"):
+        resolve_config(parse(["demo", "--set", "train_steps=many"]))
 
 
 def test_convert_eos_bin_with_blendshapes_passes_options(shared_data, optional_import, tmp_path, capsys):

@@ -121,7 +121,7 @@ def test_config_yaml_overrides_and_errors(tmp_path):
     path.write_text("stepz: 3\n")
     with pytest.raises(ValueError, match="cfg.yaml.*stepz"):
         TrainConfig.from_yaml(path)
-    with pytest.raises(ValueError, match="steps: expected int"):
+    with pytest.raises(ValueError, match="steps: expected an integer"):
         TrainConfig().with_overrides(["steps=many"])
     with pytest.raises(ValueError, match="loss must be one of"):
         TrainConfig(loss="l2")
