@@ -30,7 +30,7 @@ from diffface.landmark_io import read_pts
 from diffface.landmarks import read_image
 from diffface.mesh_io import read_obj
 from diffface.morphable_model import load_morphable_model
-from diffface.synth_benchmark import SynthBenchmarkConfig, benchmark_scene, generate_benchmark
+from diffface.app.synth_benchmark import SynthBenchmarkConfig, benchmark_scene, generate_benchmark
 
 
 def shape_errors(fitted: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

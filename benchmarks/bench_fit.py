@@ -41,7 +41,7 @@ from diffface.landmark_marching import march_contour_landmarks
 from diffface.model_format import MorphableModelData
 from diffface.morphable_model import MorphableModel, load_morphable_model
 from diffface.params import FaceParameters
-from diffface.synth import SceneConfig, noisy_landmarks, sample_scenes
+from diffface.app.synth import SceneConfig, noisy_landmarks, sample_scenes
 from diffface.landmark_marching import project_landmarks
 
 GROUPS = ("pose", "identity", "expression")

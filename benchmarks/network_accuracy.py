@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffface.data.build import BuildConfig, build_dataset
-from diffface.data.quality import QualityConfig
+from diffface.app.dataset.build import BuildConfig, build_dataset
+from diffface.app.dataset.quality import QualityConfig
 from diffface.app.demo_figures import landmark_rms_px, project_landmarks_px
-from diffface.data.auto_curation import curate_automatically
+from diffface.app.dataset.auto_curation import curate_automatically
 from diffface.evaluation.baselines import ground_truth_names, mean_shape_baseline
 from diffface.evaluation.evaluate import evaluate_methods
 from diffface.fitting import LandmarkFitConfig, TextureFitConfig
@@ -43,7 +43,7 @@ from diffface.fitting.job import FitJobConfig, run_fit_job
 from diffface.morphable_model import load_morphable_model
 from diffface.networks import TrainConfig, load_checkpoint, train
 from diffface.networks.predict import PredictConfig, predict_images
-from diffface.synth_benchmark import SynthBenchmarkConfig, benchmark_scene, generate_benchmark
+from diffface.app.synth_benchmark import SynthBenchmarkConfig, benchmark_scene, generate_benchmark
 from diffface.threads import torch_threads
 
 IMAGE_SIZE = 128

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from bench_output import add_output_arguments, emit
-from diffface.data.build import BuildConfig, build_dataset
+from diffface.app.dataset.build import BuildConfig, build_dataset
 from diffface.networks import TrainConfig, train
-from diffface.synth_benchmark import SynthBenchmarkConfig, benchmark_scene, generate_benchmark
+from diffface.app.synth_benchmark import SynthBenchmarkConfig, benchmark_scene, generate_benchmark
 
 
 def main() -> None:

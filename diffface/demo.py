@@ -20,7 +20,7 @@ naming it)::
                 AUC, median d, mm errors, CED (``diffface baselines``, ``diffface evaluate``)
     figures/    held-out photos with landmarks, rendered fits and network predictions
 
-and ``DIR/report.json``, ``DIR/report.html`` (self-contained, :mod:`diffface.report_html`) and
+and ``DIR/report.json``, ``DIR/report.html`` (self-contained, :mod:`diffface.app.report_html`) and
 ``DIR/config.json``.
 """
 
@@ -45,7 +45,7 @@ from .morphable_model import load_morphable_model
 from .networks.export import backend_available
 from .networks.export.config import REQUIRES, SUFFIXES
 from .networks.pretrained import find_pretrained, provenance
-from .report_html import write_report_html
+from diffface.app.report_html import write_report_html
 from .threads import torch_threads
 
 __all__ = ["DemoConfig", "DemoStepError", "METHODS", "STEPS", "run_demo"]

@@ -22,7 +22,7 @@ from diffface.cli.main import COMMANDS, build_parser, main
 from diffface.demo import METHODS, STEP_OUTPUTS, STEPS, DemoConfig, DemoStepError, run_demo
 from diffface.landmark_io import write_pts
 from diffface.landmarks.annotations import read_landmark_file
-from diffface.report_html import D_DEFINITION
+from diffface.app.report_html import D_DEFINITION
 from diffface.threads import torch_threads
 
 QUICK_HELDOUT = DemoConfig.quick().heldout_faces
@@ -228,7 +228,7 @@ def test_photos_without_ground_truth(demo, tmp_path):
 
 
 def test_report_renders_in_chromium(demo, chromium_path, tmp_path):
-    from diffface.report_html import screenshot_report
+    from diffface.app.report_html import screenshot_report
 
     out, *_ = demo
     png = tmp_path / "report.png"

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from diffface.data.build import BuildConfig, build_dataset
-from diffface.data.curation import CurationServer
-from diffface.synth_benchmark import SynthBenchmarkConfig, benchmark_scene, generate_benchmark
+from diffface.app.dataset.build import BuildConfig, build_dataset
+from diffface.app.dataset.curation import CurationServer
+from diffface.app.synth_benchmark import SynthBenchmarkConfig, benchmark_scene, generate_benchmark
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 ``python tools/demo_screenshot.py demo_out/report.html docs/demo_report.png``
 
 Needs the ``playwright`` Python package and a Chromium binary (``apt-get install chromium``; no browser
-download: the system one is used). The logic lives in :func:`diffface.report_html.screenshot_report`.
+download: the system one is used). The logic lives in :func:`diffface.app.report_html.screenshot_report`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from diffface.report_html import screenshot_report
+from diffface.app.report_html import screenshot_report
 
 
 def main() -> None:

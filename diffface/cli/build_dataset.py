@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
 
 def resolve_config(args):
     """Defaults, then ``--config``, then the options given, then ``--set``."""
-    from diffface.data.build import BuildConfig
+    from diffface.app.dataset.build import BuildConfig
 
     config = BuildConfig.from_yaml(args.config) if args.config else BuildConfig()
     given = {"crop_size": args.crop_size, "val_fraction": args.val_fraction, "seed": args.seed, "model": args.model,
@@ -53,8 +53,8 @@ def resolve_config(args):
 def run(args) -> int:
     from tqdm import tqdm
 
-    from diffface.data.build import SKIPPED_NAME, build_dataset
-    from diffface.data.sources import source_kind
+    from diffface.app.dataset.build import SKIPPED_NAME, build_dataset
+    from diffface.app.dataset.sources import source_kind
     from diffface.landmarks import left_out_note
 
     config = resolve_config(args)

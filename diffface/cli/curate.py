@@ -37,8 +37,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from diffface.data.auto_curation import curate_automatically
-    from diffface.data.curation import CurationServer, decision_lists, export_decisions, is_loopback_host
+    from diffface.app.dataset.auto_curation import curate_automatically
+    from diffface.app.dataset.curation import CurationServer, decision_lists, export_decisions, is_loopback_host
     from diffface.data.format import read_info
 
     read_info(args.dataset)  # a clear error for a folder that is not a dataset

@@ -74,7 +74,7 @@ def resolve_config(args):
 
 def print_table(report: dict) -> None:
     """The figures table and the time per step, as plain text."""
-    from ..report_html import D_DEFINITION, TABLE_COLUMNS, format_value
+    from diffface.app.report_html import D_DEFINITION, TABLE_COLUMNS, format_value
 
     headers = ["method"] + [header for _, header, _ in TABLE_COLUMNS]
     rows = [[row["method"]] + [format_value(row.get(key), fmt) for key, _, fmt in TABLE_COLUMNS]

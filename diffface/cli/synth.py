@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..synth_benchmark import SynthBenchmarkConfig
+from diffface.app.synth_benchmark import SynthBenchmarkConfig
 from .output import print_figures
 
 
@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from ..synth_benchmark import benchmark_scene, generate_benchmark
+    from diffface.app.synth_benchmark import benchmark_scene, generate_benchmark
 
     if args.n < 1:
         raise ValueError(f"--n must be at least 1, got {args.n}")

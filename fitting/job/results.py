@@ -56,6 +56,7 @@ import torch
 import yaml
 
 from diffface.atomic_io import atomic_write, write_text_atomic
+from diffface.config_io import load_yaml
 
 if TYPE_CHECKING:
     from diffface.morphable_model import MorphableModel
@@ -222,7 +223,7 @@ def read_failure_record(path: Path, folder: Path) -> dict:
 def fit_model_spec(out_dir: str | Path) -> str | None:
     """The ``model`` a fit job's ``config.yaml`` names (``"builtin"`` or a file), or None when it names none."""
     try:
-        config = yaml.safe_load((Path(out_dir) / CONFIG_NAME).read_text(encoding="utf-8"))
+        config = load_yaml((Path(out_dir) / CONFIG_NAME).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return None
     model = config.get("model") if isinstance(config, dict) else None

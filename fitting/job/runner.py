@@ -32,6 +32,7 @@ from diffface.morphable_model import MorphableModel, load_morphable_model
 from diffface.workers import worker_dies_with_parent
 
 from diffface.atomic_io import TEMPORARY_GLOB, write_text_atomic
+from diffface.config_io import load_yaml
 from .batch import BatchFit, fit_batch
 from .config import FIT_SETTINGS, FitJobConfig, fit_settings
 from .distributed import barrier, gather, init_distributed, world_from_env
@@ -46,7 +47,7 @@ def _check_compatible(out_dir: Path, config: FitJobConfig) -> None:
     if not path.is_file():
         return
     try:
-        previous = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        previous = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError:
         return
     old, new = fit_settings(previous), fit_settings(config.to_dict())

@@ -7,7 +7,7 @@ from diffface.fitting.texture_fitting import TextureFitConfig, _Stage2Energy
 from diffface.geometry import vertex_normals
 from diffface.morphable_model import load_morphable_model
 from diffface.renderers import FaceRenderer, UVFrame
-from diffface.synth import SceneConfig, random_backgrounds, sample_scenes
+from diffface.app.synth import SceneConfig, random_backgrounds, sample_scenes
 from diffface.landmark_marching import project_landmarks
 
 # a coarse UV frame reads only part of the built-in mesh, as a 64-texel frame does on a BFM-sized one

@@ -27,7 +27,7 @@ from diffface.landmark_io import write_pts
 from diffface.mesh_io import read_obj
 from diffface.morphable_model import load_morphable_model
 from diffface.report_images import to_numpy, to_uint8_image
-from diffface.synth import SceneConfig, random_backgrounds, sample_scenes
+from diffface.app.synth import SceneConfig, random_backgrounds, sample_scenes
 from diffface.landmark_marching import project_landmarks
 
 NUM_FACES = 5

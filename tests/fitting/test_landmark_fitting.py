@@ -73,7 +73,7 @@ def test_missing_landmarks_are_ignored(tiny_model_data):
 
 def test_builtin_model_fit_beats_mean_shape_with_noisy_landmarks():
     from diffface.morphable_model import load_morphable_model
-    from diffface.synth import SceneConfig, noisy_landmarks, sample_scenes
+    from diffface.app.synth import SceneConfig, noisy_landmarks, sample_scenes
 
     model = load_morphable_model("builtin")
     truth = sample_scenes(model, 8, SceneConfig(seed=5))
@@ -111,7 +111,7 @@ def test_marched_landmarks_match_the_full_mesh_reference():
     from diffface.camera import perspective_project
     from diffface.landmark_marching import march_contour_landmarks
     from diffface.morphable_model import load_morphable_model
-    from diffface.synth import SceneConfig, noisy_landmarks, sample_scenes
+    from diffface.app.synth import SceneConfig, noisy_landmarks, sample_scenes
 
     model = load_morphable_model("builtin")
     truth = sample_scenes(model, 6, SceneConfig(seed=2))

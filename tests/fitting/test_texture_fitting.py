@@ -7,7 +7,7 @@ from diffface.fitting.texture_fitting import (TextureFitConfig, _reset_bad_sampl
                                               solve_albedo, solve_lighting, texture_norm, weighted_least_squares)
 from diffface.morphable_model import load_morphable_model
 from diffface.renderers import FaceRenderer, UVFrame, lighting_frame_normals
-from diffface.synth import SceneConfig, random_backgrounds, sample_scenes
+from diffface.app.synth import SceneConfig, random_backgrounds, sample_scenes
 from diffface.landmark_marching import project_landmarks
 
 

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from diffface.data.build import BuildConfig, _prepare
-from diffface.data.sources import SourceFace
+from diffface.app.dataset.build import BuildConfig, _prepare
+from diffface.app.dataset.sources import SourceFace
 from diffface.landmark_io import read_pts, write_pts
 from diffface.morphable_model import MorphableModel
 from diffface.networks import TrainConfig, read_checkpoint, train

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffface.data.quality import FLAGS, QualityConfig, fit_quality, landmark_rms, max_abs_sigma
+from diffface.app.dataset.quality import FLAGS, QualityConfig, fit_quality, landmark_rms, max_abs_sigma
 
 
 def test_landmark_rms_against_a_loop_reference():

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from diffface.camera import perspective_project
-from diffface.data.build import BuildConfig, assign_splits, build_dataset, item_name, item_names
+from diffface.app.dataset.build import BuildConfig, assign_splits, build_dataset, item_name, item_names
 from diffface.data.crops import crop_antialiased, params_in_crop
 from diffface.data.format import FaceDataset, read_index, read_info, read_item
 from diffface.landmarks.crop import boxes_from_landmarks, crop_transform

@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from .atomic_io import write_text_atomic
+from diffface.atomic_io import write_text_atomic
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 70rem;

@@ -3,7 +3,7 @@
 Per face: an antialiased square crop around its observed landmarks (:mod:`diffface.data.crops`), its
 parameters re-expressed in the crop's camera, the ground-truth shape ``S(α_id, α_exp)`` (model space,
 mm) and its projection into the crop, the landmarks, automatic quality flags
-(:mod:`diffface.data.quality`) and, for curation, a preview (:mod:`diffface.data.previews`).
+(:mod:`diffface.app.dataset.quality`) and, for curation, a preview (:mod:`diffface.app.dataset.previews`).
 
 Safe for the data: every file is written atomically and an item's ``.npz`` last, so a killed build
 loses at most the batch in flight; ``index.json`` is rewritten after every batch, and a re-run skips
@@ -48,12 +48,12 @@ from diffface.morphable_model import MorphableModel, load_morphable_model
 from diffface.report_images import to_uint8_image
 from diffface.landmark_marching import project_landmarks
 
-from .crops import crop_antialiased, params_in_crop
-from .format import (INFO_NAME, ITEMS_DIR, DatasetInfo, ItemEntry, item_paths, read_info, write_index, write_info,
+from diffface.data.crops import crop_antialiased, params_in_crop
+from diffface.data.format import (INFO_NAME, ITEMS_DIR, DatasetInfo, ItemEntry, item_paths, read_info, write_index, write_info,
                      write_item)
-from .previews import preview_panel, render_previews
-from .quality import QualityConfig, fit_quality
-from .sources import FITS_DIR, SourceFace, SourceFaces, read_source
+from diffface.app.dataset.previews import preview_panel, render_previews
+from diffface.app.dataset.quality import QualityConfig, fit_quality
+from diffface.app.dataset.sources import FITS_DIR, SourceFace, SourceFaces, read_source
 
 PREVIEWS_DIR = "previews"
 SKIPPED_NAME = "skipped.json"

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from diffface.cli.main import main
-from diffface.data.auto_curation import curate_automatically
-from diffface.data.curation import decision_lists
+from diffface.app.dataset.auto_curation import curate_automatically
+from diffface.app.dataset.curation import decision_lists
 from diffface.data.format import INDEX_NAME, read_index
 
 

@@ -1,6 +1,6 @@
 """``diffface synth``: a synthetic benchmark with ground truth that is hard enough to mean something.
 
-Each face is a random scene from the morphable model (:func:`diffface.synth.sample_scenes`, yaw up
+Each face is a random scene from the morphable model (:func:`diffface.app.synth.sample_scenes`, yaw up
 to ±60°) whose ground-truth mesh lies *outside* the model: the true model-space shape is
 midpoint-subdivided (a different topology, with more vertices and faces) and displaced along its
 normals by a smooth random field of about 0.5-1 mm (detail the model cannot represent). That mesh,
@@ -33,15 +33,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .atomic_io import atomic_write, write_text_atomic
+from diffface.atomic_io import atomic_write, write_text_atomic
 
-from .geometry import vertex_normals
-from .landmark_io import write_pts
-from .landmark_marching import project_landmarks
-from .morphable_model import MorphableModel, load_morphable_model
-from .params import FaceParameters
-from .report_images import to_uint8_image
-from .synth import SceneConfig, noisy_landmarks, random_backgrounds, sample_scenes
+from diffface.geometry import vertex_normals
+from diffface.landmark_io import write_pts
+from diffface.landmark_marching import project_landmarks
+from diffface.morphable_model import MorphableModel, load_morphable_model
+from diffface.params import FaceParameters
+from diffface.report_images import to_uint8_image
+from diffface.app.synth import SceneConfig, noisy_landmarks, random_backgrounds, sample_scenes
 
 FORMAT_NAME = "diffface-synth"
 FORMAT_VERSION = 1
@@ -222,7 +222,7 @@ def ground_truth_meshes(model: MorphableModel, params: FaceParameters, amplitude
 # -- image degradations ---------------------------------------------------------------------------
 
 def textured_backgrounds(batch: int, image_size: int, seed: int = 0) -> torch.Tensor:
-    """:func:`~diffface.synth.random_backgrounds` plus mid-frequency texture, values in [0, 1].
+    """:func:`~diffface.app.synth.random_backgrounds` plus mid-frequency texture, values in [0, 1].
 
     Shape:
         -> (B, 3, H, W).

@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
-from diffface.data.build import BuildConfig, build_dataset
+from diffface.app.dataset.build import BuildConfig, build_dataset
 from diffface.morphable_model import load_morphable_model
-from diffface.synth_benchmark import SynthBenchmarkConfig, benchmark_scene, generate_benchmark
+from diffface.app.synth_benchmark import SynthBenchmarkConfig, benchmark_scene, generate_benchmark
 
 SYNTH_FACES, SYNTH_SIZE = 8, 96
 CROP_SIZE = 64

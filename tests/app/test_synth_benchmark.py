@@ -10,7 +10,7 @@ from diffface.camera import perspective_project
 from diffface.landmark_io import read_pts
 from diffface.mesh_io import read_obj
 from diffface.morphable_model import load_morphable_model
-from diffface.synth_benchmark import (SynthBenchmarkConfig, benchmark_scene, face_seed, gaussian_blur,
+from diffface.app.synth_benchmark import (SynthBenchmarkConfig, benchmark_scene, face_seed, gaussian_blur,
                                       generate_benchmark, midpoint_subdivision, random_occluders,
                                       subdivide_attributes, textured_backgrounds)
 
@@ -200,7 +200,7 @@ def test_random_occluders_respect_the_face_fraction():
 
 def test_obj_writer_writes_what_write_obj_writes(tmp_path):
     from diffface.mesh_io import write_obj
-    from diffface.synth_benchmark import _ObjWriter
+    from diffface.app.synth_benchmark import _ObjWriter
 
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 50, (80, 3))

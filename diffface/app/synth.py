@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .camera import euler_to_rotation, model_to_camera_flip
-from .lighting import ambient_sh_coefficients
-from .morphable_model import MorphableModel
-from .params import FaceParameters
+from diffface.camera import euler_to_rotation, model_to_camera_flip
+from diffface.lighting import ambient_sh_coefficients
+from diffface.morphable_model import MorphableModel
+from diffface.params import FaceParameters
 
 
 @dataclass

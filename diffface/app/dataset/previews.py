@@ -4,7 +4,7 @@ A preview is one PNG, ``2P × P`` pixels: on the left the crop (resampled to ``P
 drawn on the fitted surface (visible parts only, from one rasterisation), the observed landmarks in
 red and the fitted ones in cyan; on the right the fitted face rendered with its albedo and SH light
 (mean albedo and a soft frontal light where the fit has none). The same rendering gives the
-photometric ``texture_residual`` of :mod:`diffface.data.quality`.
+photometric ``texture_residual`` of :mod:`diffface.app.dataset.quality`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from diffface.morphable_model import MorphableModel
 from diffface.params import FaceParameters
 from diffface.report_images import overlay_landmarks, to_uint8_image
 
-from .crops import params_in_crop, resize_transform
+from diffface.data.crops import params_in_crop, resize_transform
 
 GRID_MM = 10.0  # spacing of the grid drawn on the fitted surface
 GRID_COLOUR = np.array([90, 255, 140], dtype=np.float32)

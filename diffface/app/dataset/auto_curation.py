@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .format import CURATION_NAME, append_decision, read_index
+from diffface.data.format import CURATION_NAME, append_decision, read_index
 
 
 def curate_automatically(dataset: str | Path, worst_fraction: float = 0.0) -> dict:

@@ -1,7 +1,7 @@
 """``diffface curate``: review a dataset's fits in the browser, keep or reject each, and export the decisions.
 
 A small local web server (stdlib ``http.server``, bound to 127.0.0.1 by default) serves the page of
-:mod:`diffface.data.curation_page` and these endpoints:
+:mod:`diffface.app.dataset.curation_page` and these endpoints:
 
 =================================  ==========================================================================
 ``GET /``                          the page
@@ -45,8 +45,8 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from diffface.atomic_io import write_text_atomic
 
-from .curation_page import PAGE
-from .format import DECISIONS, ITEMS_DIR, append_decision, read_decisions, read_index, read_info
+from diffface.app.dataset.curation_page import PAGE
+from diffface.data.format import DECISIONS, ITEMS_DIR, append_decision, read_decisions, read_index, read_info
 
 PREVIEWS_DIR = "previews"
 MAX_BODY_BYTES = 1 << 16

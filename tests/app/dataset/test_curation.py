@@ -11,8 +11,8 @@ from contextlib import contextmanager
 import pytest
 
 from diffface.cli.main import main as cli_main
-from diffface.data import curation
-from diffface.data.curation import (MAX_BODY_BYTES, TOKEN_HEADER, CurationServer, accepts_host, decision_lists,
+from diffface.app.dataset import curation
+from diffface.app.dataset.curation import (MAX_BODY_BYTES, TOKEN_HEADER, CurationServer, accepts_host, decision_lists,
                                     export_decisions, host_names, is_loopback_host)
 from diffface.data.format import CURATION_NAME, FaceDataset, read_decisions, read_index
 

@@ -1,4 +1,4 @@
-"""The curation page served by :mod:`diffface.data.curation`: one self-contained HTML document (no files to install).
+"""The curation page served by :mod:`diffface.app.dataset.curation`: one self-contained HTML document (no files to install).
 
 Keys: ``k`` keep, ``r`` or ``x`` reject, ``u`` or ``Ctrl+Z`` undo, arrows move the focus, ``f`` cycles the
 filter, ``s`` cycles the sort order. A decision is sent to the server at once and shown as saved only
