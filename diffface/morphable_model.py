@@ -12,6 +12,8 @@ from torch import nn
 from .checks import check_shape
 from .model_format import MorphableModelData, load_model_npz
 from .params import FaceParameters, ParamLayout
+from .loaders import load_any_model
+from .model_format import is_canonical_npz
 
 BUILTIN_NAME = "builtin"
 
@@ -219,12 +221,10 @@ def load_model_data(spec: str | Path) -> MorphableModelData:
         from .builtin_model import build_builtin_model
 
         return build_builtin_model()
-    from .model_format import is_canonical_npz
 
     path = Path(spec)
     if path.suffix == ".npz" and is_canonical_npz(path):
         return load_model_npz(path)
-    from .loaders import load_any_model
 
     return load_any_model(path)
 

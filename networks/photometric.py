@@ -21,6 +21,8 @@ from diffface.morphable_model import MorphableModel
 
 from .distributed import rank_mean_denominator
 from .losses import vertex_subset
+from diffface.camera import world_to_camera
+from diffface.renderers import lighting_frame_normals, observe_vertices
 
 
 class PhotometricLoss(nn.Module):
@@ -47,9 +49,6 @@ class PhotometricLoss(nn.Module):
                              persistent=False)
 
     def forward(self, params: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        from diffface.camera import world_to_camera
-        from diffface.renderers import lighting_frame_normals, observe_vertices
-
         check_shape(images, [params.shape[0], 3, "H", "W"], "images")
         groups = self.model.layout.unpack(params)
         vertices = self.model.shape(groups.alpha_id, groups.alpha_exp)

@@ -44,6 +44,7 @@ from diffface.landmarks import (InputLimits, WeightsNotFoundError, boxes_from_la
 from diffface.morphable_model import MorphableModel
 
 from .predictor import FaceRegressor
+from diffface.mesh_io import write_obj, write_ply
 
 MESH_FORMATS = ("none", "obj", "ply")
 REPORT_NAME = "predict_report.json"
@@ -219,8 +220,6 @@ def predict_images(regressor: FaceRegressor, images: str | Path, out_dir: str | 
 def _write_result(out: Path, path: Path, params: torch.Tensor, params_crop: torch.Tensor, matrix: torch.Tensor,
                   size: tuple[int, int], regressor: FaceRegressor, vertices: torch.Tensor | None,
                   model: MorphableModel | None, meshes: str) -> Path:
-    from diffface.mesh_io import write_obj, write_ply
-
     target = out / f"{path.stem}.npz"
     with atomic_write(target) as handle:
         np.savez(handle, params=params.float().numpy(), params_crop=params_crop.float().numpy(),

@@ -49,6 +49,9 @@ from .losses import VertexProjectionLoss, mse_parameter_loss
 from .predictor import FaceRegressor, ModelIdentity
 from .registry import create_model
 from .validation import validate
+from diffface.data.augment import AugmentConfig, Augmenter
+from .unlabeled import unlabeled_seed
+from .visualize import prediction_overlays
 
 CONFIG_NAME = "config.yaml"
 LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -83,7 +86,6 @@ def make_augmenter(config: TrainConfig):
     """:class:`diffface.data.augment.Augmenter` from ``augment_options``, or None when ``augment`` is off."""
     if not config.augment:
         return None
-    from diffface.data.augment import AugmentConfig, Augmenter
 
     return Augmenter(AugmentConfig.from_dict(config.augment_options))
 
@@ -279,8 +281,6 @@ class _Run:
 
     def unlabeled_loader(self):
         """This rank's shard of each step's unlabelled batch, step-indexed like :meth:`loader` (own seed)."""
-        from .unlabeled import unlabeled_seed
-
         config = self.config
         seed = unlabeled_seed(config.seed)
         items = AugmentedItems(self.unlabeled_set, self.augmenter, seed)
@@ -373,8 +373,6 @@ class _Run:
         return metrics
 
     def log_overlays(self, writer) -> None:
-        from .visualize import prediction_overlays
-
         count = min(self.config.overlay_samples, len(self.val_set))
         images = torch.stack([self.val_set[i]["image"] for i in range(count)]).to(self.device)
         params = self.regressor.predict(images)

@@ -12,6 +12,7 @@ import torch
 from diffface.lighting import default_lighting
 from diffface.morphable_model import MorphableModel
 from diffface.params import FaceParameters
+from diffface.renderers import FaceRenderer
 
 OVERLAY_OPACITY = 0.6
 
@@ -25,8 +26,6 @@ def prediction_overlays(model: MorphableModel, params: FaceParameters, images: t
     Shape:
         params: B samples in the images' camera; images: (B, 3, H, W) in [0, 1] -> (B, 3, H, W) in [0, 1].
     """
-    from diffface.renderers import FaceRenderer
-
     batch, _, height, width = images.shape
     light = default_lighting(batch, dtype=images.dtype, device=images.device)
     params = replace(params, sh=light)

@@ -42,6 +42,7 @@ from diffface.morphable_model import MorphableModel, load_morphable_model
 from diffface.params import FaceParameters
 from diffface.report_images import to_uint8_image
 from diffface.app.synth import SceneConfig, noisy_landmarks, random_backgrounds, sample_scenes
+from diffface.renderers import FaceRenderer
 
 FORMAT_NAME = "diffface-synth"
 FORMAT_VERSION = 1
@@ -482,8 +483,6 @@ def generate_benchmark(out_dir: str | Path, config: SynthBenchmarkConfig = Synth
         >>> sorted(Path("S").iterdir())[:2]
         [PosixPath('S/images'), PosixPath('S/manifest.json')]
     """
-    from diffface.renderers import FaceRenderer
-
     config.validate()
     started = time.perf_counter()
     out = Path(out_dir)

@@ -21,6 +21,7 @@ import torch
 from ..alignment import Similarity, procrustes
 from ..mesh_io import read_mesh, write_obj
 from .protocols import LANDMARK_SUFFIX, MESH_SUFFIXES, landmarks_path_for, read_landmarks_3d
+from .closest_point import TriangleMeshIndex
 
 PRIOR_WEIGHT_MM2 = 1.0  # ridge weight λ of Σ(α/σ)² against the squared residuals in mm²
 STORED_DECIMALS_MM = 4
@@ -112,7 +113,6 @@ def upper_bound(model, scan_vertices: np.ndarray, scan_faces: np.ndarray | None 
     """
     from scipy.spatial import cKDTree
 
-    from .closest_point import TriangleMeshIndex
 
     scan_vertices = np.asarray(scan_vertices, dtype=np.float64)
     if scan_vertices.ndim != 2 or scan_vertices.shape[1] != 3 or len(scan_vertices) < 3:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .detection import LandmarkDetector
+from .fan import FANDetector
 
 DETECTORS = ("auto", "fan", "dlib", "pts")
 
@@ -28,7 +29,6 @@ def make_detector(name: str = "auto", **options) -> LandmarkDetector:
         from .dlib_detector import DlibDetector
 
         return DlibDetector(**options)
-    from .fan import FANDetector
 
     if name == "fan":
         return FANDetector(**options)

@@ -17,6 +17,9 @@ from diffface.morphable_model import MorphableModel
 from .batch import BatchFit, fitted_landmarks
 from .config import FitJobConfig
 from .inputs import FitItem
+from diffface.lighting import default_lighting
+from diffface.renderers import FaceRenderer
+from diffface.report_images import overlay_landmarks, to_uint8_image
 
 
 class RunLog:
@@ -67,10 +70,6 @@ class TensorBoardMonitor:
 
     def overlay(self, items: list[FitItem], fit: BatchFit, step: int) -> None:
         """Rows of (crop with observed landmarks green and fitted red, the fit rendered over the crop)."""
-        from diffface.lighting import default_lighting
-        from diffface.renderers import FaceRenderer
-        from diffface.report_images import overlay_landmarks, to_uint8_image
-
         n = min(self.config.overlay_samples, len(items))
         if n == 0:
             return

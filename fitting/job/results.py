@@ -57,6 +57,7 @@ import yaml
 
 from diffface.atomic_io import atomic_write, write_text_atomic
 from diffface.config_io import load_yaml
+from diffface.mesh_io import write_obj, write_ply
 
 if TYPE_CHECKING:
     from diffface.morphable_model import MorphableModel
@@ -117,8 +118,6 @@ def result_arrays(item: FitItem, fit: BatchFit, b: int, model: MorphableModel, c
 def write_mesh(path: Path, vertices: np.ndarray, faces: np.ndarray, colours: np.ndarray | None) -> Path:
     """A fitted mesh as ``.obj`` (positions rounded to 0.1 µm) or ``.ply`` (float32 positions, optional
     per-vertex colours in [0, 1] stored as uint8 RGB), written atomically; the folder is created."""
-    from diffface.mesh_io import write_obj, write_ply
-
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".ply":
         rgb = None if colours is None else np.clip(colours * 255 + 0.5, 0, 255).astype(np.uint8)

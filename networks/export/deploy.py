@@ -19,6 +19,9 @@ from diffface.params import ParamLayout, ParamNormalizer
 
 from ..mobileface import MobileFace, fold_batchnorm
 from ..predictor import FaceRegressor
+from diffface.morphable_model import load_morphable_model
+from ..predictor import ModelIdentity
+from ..registry import create_model
 
 if TYPE_CHECKING:
     from .config import ExportConfig
@@ -150,8 +153,6 @@ class Deployable:
 
 def load_mesh_model(regressor: FaceRegressor) -> MorphableModel:
     """The morphable model a checkpoint names (``model_identity.spec``), checked against its fingerprint."""
-    from diffface.morphable_model import load_morphable_model
-
     identity = regressor.model_identity
     if not identity.spec:
         raise ValueError("the checkpoint names no morphable-model file; pass the model explicitly")
@@ -228,11 +229,6 @@ def fresh_regressor(width: int = 10, seed: int = 0, model_spec: str = "builtin")
     """A freshly initialised MobileFace regressor (identity normalisation, BatchNorm calibrated on random crops
     so that its outputs depend on the input) for the morphable model ``model_spec``: what ``diffface bench
     network`` times and checks for parity without a checkpoint (latency does not depend on the weights)."""
-    from diffface.morphable_model import load_morphable_model
-
-    from ..predictor import ModelIdentity
-    from ..registry import create_model
-
     model = load_morphable_model(model_spec)
     torch.manual_seed(seed)
     network = create_model("mobileface", width=width, num_outputs=model.layout.network_size)

@@ -19,6 +19,8 @@ import torch
 from .config import GROUP_UNITS, Tolerance
 from .deploy import Deployable
 from .runtime import Runner
+from diffface.data.crops import crop_antialiased
+from diffface.landmarks import annotation_path, boxes_from_landmarks, read_image, read_landmark_file
 
 
 class ParityError(ValueError):
@@ -158,9 +160,6 @@ def face_crops(image_paths: Sequence[str | Path], size: int = 96, scale: float =
     Example:
         >>> crops = face_crops(["shared/data/faces/image_0010.png"])
     """
-    from diffface.data.crops import crop_antialiased
-    from diffface.landmarks import annotation_path, boxes_from_landmarks, read_image, read_landmark_file
-
     crops = []
     for path in image_paths:
         annotation = annotation_path(path)

@@ -43,6 +43,9 @@ from .backends import BackendUnavailable, import_backend
 from .config import ExportConfig
 from .deploy import Deployable, FaceMeshModel, FaceParametersModel
 from .runtime import Runner, module_runner
+from diffface.atomic_io import atomic_write
+from .onnx import export_onnx
+from .onnx import onnx_summary
 
 # The opsets TensorRT 10.x's ONNX parser reads (operators.md: "opset 9 to opset 20"); TensorRT 8.6 stops at 17.
 TENSORRT_OPSETS = range(9, 21)
@@ -79,8 +82,6 @@ def check_onnx_for_tensorrt(path: str | Path, require_static: bool = True) -> li
     :data:`TENSORRT_OPSETS`, every operator is in :data:`TENSORRT_ONNX_OPS` and in the default domain,
     every input and output is float32, and (``require_static``) every input dimension is a fixed number.
     """
-    from .onnx import onnx_summary
-
     onnx = import_backend("onnx")
     summary = onnx_summary(path)
     problems = []
@@ -132,7 +133,6 @@ def cached_build(cache_dir: str | None, key: str, build: Callable[[], bytes]) ->
         return entry.read_bytes(), f"engine from cache {entry}"
     engine = build()
     entry.parent.mkdir(parents=True, exist_ok=True)
-    from diffface.atomic_io import atomic_write
 
     with atomic_write(entry) as handle:
         handle.write(engine)
@@ -271,8 +271,6 @@ def build_engine_from_onnx(onnx_bytes: bytes, config: ExportConfig, input_shape:
 
 def export_tensorrt_onnx_parser(deployable: Deployable, config: ExportConfig, path: Path) -> list[str]:
     """ONNX export, the TensorRT checks of :func:`check_onnx_for_tensorrt`, then the parser's engine (cached)."""
-    from .onnx import export_onnx
-
     trt = import_backend("tensorrt")
     _require_cuda("TensorRT")
     plan = precision_plan(trt, config.fp16)

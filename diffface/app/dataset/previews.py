@@ -23,6 +23,8 @@ from diffface.params import FaceParameters
 from diffface.report_images import overlay_landmarks, to_uint8_image
 
 from diffface.data.crops import params_in_crop, resize_transform
+from diffface.fitting.texture_fitting import texture_norm
+from diffface.renderers import MeshRenderer, RasterSettings, SHShader, interpolate_attributes, make_rasterizer
 
 GRID_MM = 10.0  # spacing of the grid drawn on the fitted surface
 GRID_COLOUR = np.array([90, 255, 140], dtype=np.float32)
@@ -83,9 +85,6 @@ def render_previews(model: MorphableModel, params: FaceParameters, crops: torch.
     Shape:
         params: FaceParameters (B, ...); crops: (B, 3, S, S) -> PreviewRendering with (B, ..., P, P) maps.
     """
-    from diffface.fitting.texture_fitting import texture_norm
-    from diffface.renderers import MeshRenderer, RasterSettings, SHShader, interpolate_attributes, make_rasterizer
-
     B, S = crops.shape[0], crops.shape[-1]
     has_light = params.sh is not None
     scaled = params_in_crop(params, resize_transform(S, preview_size, B))

@@ -22,6 +22,11 @@ import numpy as np
 
 from diffface.landmarks.images import IMAGE_SUFFIXES, scan_images
 from diffface.landmarks.limits import InputLimits
+from diffface.fitting.job.config import FitJobConfig
+from diffface.fitting.job.inputs import FitInput
+from diffface.fitting.job.results import RESULTS_DIR, read_failure_record, read_fit_result
+from diffface.fitting.job.results import fit_model_spec
+from diffface.fitting.job.runner import run_fit_job
 
 SOURCE_KINDS = ("fits", "synth", "images")
 FITS_DIR = "fits"
@@ -91,8 +96,6 @@ def source_kind(source: str | Path) -> str:
 
 def read_fits(folder: str | Path) -> SourceFaces:
     """The results of a fit job (every rank's), rows sorted by key; ``.failed.json`` records become ``failed``."""
-    from diffface.fitting.job.results import RESULTS_DIR, read_failure_record, read_fit_result
-
     folder = Path(folder)
     results = folder / RESULTS_DIR
     if not results.is_dir():
@@ -123,8 +126,6 @@ def read_fits(folder: str | Path) -> SourceFaces:
 
 def _fit_model_spec(folder: Path) -> str:
     """The model a fit job used (its ``config.yaml``), ``"builtin"`` when unknown."""
-    from diffface.fitting.job.results import fit_model_spec
-
     return fit_model_spec(folder) or "builtin"
 
 
@@ -173,8 +174,6 @@ def list_photos(folder: str | Path, exclude: str | Path | None = None) -> list:
     Returns:
         a list of :class:`diffface.fitting.job.inputs.FitInput`.
     """
-    from diffface.fitting.job.inputs import FitInput
-
     folder = Path(folder)
     photos = scan_photos(folder, exclude).images
     if not photos:
@@ -188,9 +187,6 @@ def fit_photo_folder(folder: str | Path, out: str | Path, model: str = "builtin"
                      limits: InputLimits = InputLimits()) -> Path:
     """Fit every photo under ``folder`` (but ``exclude``) to its ``.pts`` landmarks into ``out`` (resumable;
     photos and landmarks outside ``limits`` are recorded as failed); returns ``out``."""
-    from diffface.fitting.job.config import FitJobConfig
-    from diffface.fitting.job.runner import run_fit_job
-
     photos = list_photos(folder, exclude=exclude)
     config = FitJobConfig(model=model, detector="pts", stages=tuple(stages), image_size=image_size,
                           batch_size=batch_size, num_workers=0, device=device, tensorboard=False, progress=progress,
