@@ -33,6 +33,8 @@ setup(
     python_requires=">=3.10",
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
+    # the shipped networks and how each was made (tools/make_pretrained.sh)
+    package_data={"diffface.networks": ["pretrained/*.pt", "pretrained/*.json"]},
     install_requires=[
         "torch>=2.1",
         "numpy>=1.23",

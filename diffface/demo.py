@@ -11,9 +11,10 @@ naming it)::
                 files, or detected with dlib / FAN on real photos)
     fits/       train/ stage 1 (landmarks); heldout_landmarks/ stage 1 and heldout_texture/ stage 1 + 2
                 (texture), with meshes (``diffface fit``)
-    dataset/    training pairs from the training fits (``diffface build-dataset``), automatically
-                curated: the items whose automatic quality flags are raised are rejected (``diffface curate --auto``)
-    train/      the regressor (MobileFace, 96 px), fine-tuned from the shipped network or trained anew (``diffface train``)
+    dataset/    training pairs from the training fits (``diffface build-dataset``), automatically curated:
+                the items whose automatic quality flags are raised are rejected (``diffface curate --auto``)
+    train/      the regressor (MobileFace, 96 px), fine-tuned from the shipped network where there is one for
+                the model, else trained anew (``diffface train``)
     export/     TorchScript and ONNX files with their parity against eager PyTorch (``diffface export``)
     predict/    the network's parameters and meshes on the held-out photos (``diffface predict``)
     evaluate/   mean shape, landmark fit, texture fit and network against the ground-truth meshes:
@@ -27,7 +28,6 @@ and ``DIR/report.json``, ``DIR/report.html`` (self-contained, :mod:`diffface.app
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -37,15 +37,15 @@ import numpy as np
 
 from .app.demo_config import METHODS, DemoConfig, DemoRun, DemoStepError
 from .app.demo_figures import step_figures
+from .app.demo_run import check_export_runtimes, clear_previous_demo, figures_table, run_step, write_report
 from .app.user_photos import split_user_images
 from .atomic_io import write_text_atomic
-from .landmarks import list_images
+
 from .cli.invoke import command_line, run_command, shell_line
+from .landmarks import list_images
 from .morphable_model import load_morphable_model
-from .networks.export import backend_available
-from .networks.export.config import REQUIRES, SUFFIXES
+from .networks.export.config import SUFFIXES
 from .networks.pretrained import find_pretrained, provenance
-from diffface.app.report_html import write_report_html
 from .threads import torch_threads
 
 __all__ = ["DemoConfig", "DemoStepError", "METHODS", "STEPS", "run_demo"]
@@ -71,6 +71,7 @@ def note(r: DemoRun, step: str, text: str) -> None:
 
 
 # -- the steps -------------------------------------------------------------------------------------
+
 
 def step_inputs(r: DemoRun) -> dict:
     """Synthetic train and held-out photos with ground truth, or the user's photos split in two."""
@@ -211,6 +212,7 @@ STEP_OUTPUTS = {"inputs": "inputs", "landmarks": "landmarks", "fit": "fits", "da
 
 # -- the run ---------------------------------------------------------------------------------------
 
+
 def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(),
              on_step: Callable[[str, float], None] | None = None) -> dict:
     """Run every step into ``out_dir`` and write ``report.json`` and ``report.html``.
@@ -235,13 +237,13 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(),
     """
     check_export_runtimes(config.export_formats)
     out = Path(out_dir)
-    clear_previous_demo(out)
+    clear_previous_demo(out, {p.split("/")[0] for p in STEP_OUTPUTS.values()})
     write_text_atomic(out / "config.json", json.dumps(asdict(config), indent=2))
     started = time.perf_counter()
     r = DemoRun(out, config, load_morphable_model(config.model).to(config.device))
     with torch_threads(config.threads):
         for name, step in STEPS.items():
-            r.steps[name] = run_step(name, step, r)
+            r.steps[name] = run_step(name, step, r, STEP_OUTPUTS[name])
             if on_step is not None:
                 on_step(name, r.steps[name]["seconds"])
     report = {
@@ -255,60 +257,5 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(),
         "commands": r.commands,
         "seconds_total": round(time.perf_counter() - started, 2),
     }
-    write_text_atomic(out / "report.json", json.dumps(report, indent=1, default=_plain))
-    write_report_html(report, out, out / "report.html")
+    write_report(out, report)
     return report
-
-
-def clear_previous_demo(out: Path) -> None:
-    """Create ``out``, or empty the step folders of a previous demo in it (the fit and dataset jobs resume,
-    and must not pick up an older run); any other non-empty folder is refused, never cleared."""
-    if out.is_dir() and any(out.iterdir()):
-        try:
-            is_demo = "train_faces" in json.loads((out / "config.json").read_text())
-        except (OSError, ValueError):
-            is_demo = False
-        if not is_demo:
-            raise ValueError(f"{out}: not empty and not a previous demo's folder; give a new or empty --out")
-        for folder in {p.split("/")[0] for p in STEP_OUTPUTS.values()}:
-            shutil.rmtree(out / folder, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-
-
-def check_export_runtimes(formats: tuple[str, ...]) -> None:
-    """Fail before the first step, not after minutes of work, when an export format's runtime is missing.
-
-    Raises:
-        ImportError: naming the package and its install command.
-    """
-    for name in formats:
-        available, reason = backend_available(REQUIRES[name]) if name in REQUIRES else (True, "")
-        if not available:
-            raise ImportError(f"the demo's export step writes {name}, but {reason}")
-
-
-def run_step(name: str, step: Callable[[DemoRun], dict], r: DemoRun) -> dict:
-    """The step's figures with its ``seconds``; any failure becomes a :class:`DemoStepError` naming the step."""
-    started = time.perf_counter()
-    try:
-        figures = step(r)
-    except Exception as exc:
-        raise DemoStepError(f"demo step '{name}' failed (outputs in {r.out / STEP_OUTPUTS[name]}): "
-                            f"{type(exc).__name__}: {exc}") from exc
-    return {**figures, "seconds": round(time.perf_counter() - started, 2)}
-
-
-def figures_table(steps: dict) -> list[dict]:
-    """One row per method: evaluation figures (None without ground truth) and the 2D landmark RMS."""
-    evaluated = steps.get("evaluate", {}).get("methods", {})
-    rms = steps.get("figures", {}).get("landmark_rms_px", {})
-    return [{"method": method, **evaluated.get(method, {}), "landmark_rms_px": rms.get(method)}
-            for method in METHODS if method in evaluated or method in rms]
-
-
-def _plain(value):
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {value!r}")

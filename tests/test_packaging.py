@@ -25,6 +25,8 @@ def test_wheel_contains_subpackages_and_console_script(wheel):
     for sub in ("renderers", "fitting", "networks", "cli", "loaders"):
         assert f"diffface/{sub}/__init__.py" in names, sub
     assert not any(n.startswith(("renderers/", "fitting/", "networks/", "tests/")) for n in names)
+    shipped = [f"diffface/networks/pretrained/{p.name}" for p in (ROOT / "networks/pretrained").glob("*.*")]
+    assert shipped and set(shipped) <= set(names)  # the demo's starting network and its provenance
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "diffface = diffface.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

@@ -122,6 +122,11 @@ def report_html(report: dict, out_dir: str | Path) -> str:
                         "evaluate the reconstructions against: the table shows how well each reproduces the "
                         "observed 2D landmarks, and the grid below shows the fits and predictions.</p>")
     sections.append(figures_table_html(report["table"]))
+    train = steps.get("train", {})
+    if train.get("init_made_by"):
+        sections.append(f'<p class="note">The network was fine-tuned on this run\'s fits from the shipped network '
+                        f'<code>{html.escape(str(train["init"]))}</code>, made by '
+                        f'<code>{html.escape(train["init_made_by"])}</code>.</p>')
     if report["ground_truth"]:
         sections += ["<figure>", _image(out, "evaluate/ced.png", "plot", "CED plot", "ced"),
                      "<figcaption>Cumulative error distribution of d over the held-out faces (ICP alignment, "

@@ -87,6 +87,9 @@ def print_table(report: dict) -> None:
         print(D_DEFINITION)
     else:
         print("(no ground truth for these photos: only the 2D landmark error is measured)")
+    train = report["steps"].get("train", {})
+    if train.get("init_made_by"):
+        print(f"network: fine-tuned from {train['init']} (made by: {train['init_made_by']})")
     print("seconds per step: " + ", ".join(f"{name} {f['seconds']:.0f}" for name, f in report["steps"].items())
           + f"; total {report['seconds_total']:.0f}")
 
