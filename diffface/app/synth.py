@@ -26,7 +26,11 @@ class SceneConfig:
         distance_mm: mean camera-to-face distance.
         yaw_deg / pitch_deg / roll_deg: angles are drawn uniformly in ±these.
         id_scale / exp_scale / tex_scale: σ multipliers for the model's priors.
-        landmark_noise_px: σ of the Gaussian noise added to 2D landmarks.
+        landmark_noise_px: σ of the Gaussian noise added to each 2D landmark.
+        landmark_offset_px, landmark_scale, contour_slide_px: a detector's structured error on top
+            (:func:`detector_like_landmarks`): σ of one shift per face (pixels), of one relative scale per face
+            about the landmarks' centroid (0.03: 3 %), and of each jaw-contour point's slide along the jaw
+            (pixels). All 0 by default.
         seed: random seed (the scene set is a pure function of the config and model).
     """
 
@@ -40,6 +44,9 @@ class SceneConfig:
     exp_scale: float = 0.7
     tex_scale: float = 1.0
     landmark_noise_px: float = 2.0
+    landmark_offset_px: float = 0.0
+    landmark_scale: float = 0.0
+    contour_slide_px: float = 0.0
     seed: int = 0
 
 
@@ -88,6 +95,43 @@ def noisy_landmarks(landmarks_2d: torch.Tensor, noise_px: float, seed: int = 0) 
     g = torch.Generator().manual_seed(seed + 1)
     noise = torch.randn(landmarks_2d.shape, generator=g, dtype=landmarks_2d.dtype) * noise_px
     return landmarks_2d + noise.to(landmarks_2d.device)
+
+
+JAW_CONTOUR = slice(0, 17)  # iBUG 68: the jaw line, ear to ear
+OUTER_EYE_CORNERS = (36, 45)  # the inter-ocular distance of the 300W normalised error
+
+
+def detector_like_landmarks(landmarks_2d: torch.Tensor, config: SceneConfig, seed: int = 0) -> torch.Tensor:
+    """Observed landmarks as a detector returns them: the per-point noise of :func:`noisy_landmarks` (the
+    same draw), then one scale about the centroid and one shift per face, and the jaw-contour points slid
+    along the jaw (a detector places them anywhere on the face's outline). With the structured terms at 0
+    this is :func:`noisy_landmarks` exactly.
+
+    Shape:
+        landmarks_2d: (B, 68, 2) true projections -> (B, 68, 2).
+    """
+    observed = noisy_landmarks(landmarks_2d, config.landmark_noise_px, seed)
+    if not (config.landmark_offset_px or config.landmark_scale or config.contour_slide_px):
+        return observed
+    g = torch.Generator().manual_seed(seed + 3)  # its own stream: the per-point noise stays the same draw
+    batch, dtype = landmarks_2d.shape[0], landmarks_2d.dtype
+    scale = 1 + torch.randn(batch, 1, 1, generator=g, dtype=dtype) * config.landmark_scale
+    offset = torch.randn(batch, 1, 2, generator=g, dtype=dtype) * config.landmark_offset_px
+    slide = torch.randn(batch, 17, 1, generator=g, dtype=dtype) * config.contour_slide_px
+    jaw = landmarks_2d[:, JAW_CONTOUR].cpu()
+    tangent = torch.cat([jaw[:, 1:2] - jaw[:, :1], jaw[:, 2:] - jaw[:, :-2], jaw[:, -1:] - jaw[:, -2:-1]], 1)
+    tangent = tangent / tangent.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+    device = landmarks_2d.device
+    centroid = landmarks_2d.mean(1, keepdim=True)
+    observed = centroid + (observed - centroid) * scale.to(device) + offset.to(device)
+    return torch.cat([observed[:, JAW_CONTOUR] + (slide * tangent).to(device), observed[:, 17:]], 1)
+
+
+def interocular_error(observed: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Mean landmark error per face in units of the inter-ocular (outer eye corner) distance: 300W's
+    normalised mean error. Shape: (B, 68, 2), (B, 68, 2) -> (B,)."""
+    interocular = (truth[:, OUTER_EYE_CORNERS[0]] - truth[:, OUTER_EYE_CORNERS[1]]).norm(dim=-1)
+    return (observed - truth).norm(dim=-1).nanmean(-1) / interocular
 
 
 def random_backgrounds(batch: int, image_size: int, seed: int = 0) -> torch.Tensor:

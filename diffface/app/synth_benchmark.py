@@ -41,7 +41,8 @@ from diffface.landmark_marching import project_landmarks
 from diffface.morphable_model import MorphableModel, load_morphable_model
 from diffface.params import FaceParameters
 from diffface.report_images import to_uint8_image
-from diffface.app.synth import SceneConfig, noisy_landmarks, random_backgrounds, sample_scenes
+from diffface.app.synth import (SceneConfig, detector_like_landmarks, interocular_error, random_backgrounds,
+                                sample_scenes)
 from diffface.renderers import FaceRenderer
 
 FORMAT_NAME = "diffface-synth"
@@ -452,12 +453,13 @@ def _render_chunk(model: MorphableModel, renderer, params: FaceParameters, draws
     clean_2d, landmark_vertices = project_landmarks(model, params, vertices[:, :V])
     # stored to 0.1 µm in float64: exact through the .obj text, and a third of the file size of float32's digits
     vertices = vertices.double().round(decimals=STORED_DECIMALS_MM)
-    observed_2d = torch.cat([noisy_landmarks(clean_2d[i:i + 1], config.scene.landmark_noise_px, seed=d.seed)
+    observed_2d = torch.cat([detector_like_landmarks(clean_2d[i:i + 1], config.scene, seed=d.seed)
                              for i, d in enumerate(draws)])
     face_pixels = face_mask.sum((1, 2)).clamp_min(1)
     return {
         "vertices": vertices, "faces": faces, "images": images, "landmarks_3d": model.landmarks(vertices[:, :V]),
         "landmarks_2d": observed_2d, "landmarks_2d_clean": clean_2d, "landmark_vertex_indices": landmark_vertices,
+        "landmark_error_interocular": interocular_error(observed_2d, clean_2d).tolist(),
         "occluders": [n for _, _, n in occluders],
         "occluded_fraction": ((occluder_mask & face_mask).sum((1, 2)) / face_pixels).tolist(),
         "face_pixels": face_mask.sum((1, 2)).tolist(),
@@ -524,6 +526,7 @@ def generate_benchmark(out_dir: str | Path, config: SynthBenchmarkConfig = Synth
                 "noise_std": draws[i].noise_std, "blur_sigma_px": draws[i].blur_sigma_px,
                 "occluders": chunk["occluders"][k], "occluded_fraction": chunk["occluded_fraction"][k],
                 "face_pixels": int(chunk["face_pixels"][k]), "displacement_amplitude_mm": draws[i].amplitude_mm,
+                "landmark_error_interocular": chunk["landmark_error_interocular"][k],
             })
         for key in per_face:
             per_face[key].append(chunk[key].cpu().numpy())
@@ -544,6 +547,9 @@ def generate_benchmark(out_dir: str | Path, config: SynthBenchmarkConfig = Synth
                               "vertices": mesh_size[0], "faces": mesh_size[1],
                               "first_vertices_are_model_vertices": model.num_vertices},
         "landmarks": {"pts": "0-based pixels + 1 (300W)", "noise_px": config.scene.landmark_noise_px,
+                      "offset_px": config.scene.landmark_offset_px, "scale": config.scene.landmark_scale,
+                      "contour_slide_px": config.scene.contour_slide_px,
+                      "error_interocular_mean": float(np.mean([s["landmark_error_interocular"] for s in samples])),
                       "landmarks_3d": "the model's 68 landmark vertices on the ground-truth mesh, NaN if undefined"},
         "params": "params.npz",
         "samples": samples,
@@ -558,6 +564,7 @@ def generate_benchmark(out_dir: str | Path, config: SynthBenchmarkConfig = Synth
         "noise_std_mean": float(np.mean([s["noise_std"] for s in samples])),
         "blur_sigma_px_mean": float(np.mean([s["blur_sigma_px"] for s in samples])),
         "displacement_mm_mean": float(np.mean([s["displacement_amplitude_mm"] for s in samples])),
+        "landmark_error_interocular_mean": float(np.mean([s["landmark_error_interocular"] for s in samples])),
         "seconds": time.perf_counter() - started,
         "out": str(out), "manifest": str(out / "manifest.json"),
     }

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+from diffface.app.synth import SceneConfig
 from diffface.app.synth_benchmark import SynthBenchmarkConfig
+
 from .output import print_figures
 
 
@@ -22,7 +25,15 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed; the benchmark is a pure function of it")
     p.add_argument("--image-size", type=int, default=224, help="square image side in pixels (default 224)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    defaults = SynthBenchmarkConfig()
+    defaults, scene = SynthBenchmarkConfig(), SceneConfig()
+    p.add_argument("--landmark-noise", type=float, default=scene.landmark_noise_px, metavar="PX",
+                   help=f"σ of the noise on each .pts landmark, pixels (default {scene.landmark_noise_px:g})")
+    p.add_argument("--landmark-offset", type=float, default=0.0, metavar="PX",
+                   help="a detector's structured error: σ of one shift of all landmarks per face, pixels")
+    p.add_argument("--landmark-scale", type=float, default=0.0, metavar="F",
+                   help="σ of one relative scale of the landmarks per face about their centroid (0.03: 3 %%)")
+    p.add_argument("--contour-slide", type=float, default=0.0, metavar="PX",
+                   help="σ of each jaw-contour landmark's slide along the jaw, pixels")
     p.add_argument("--subdivision-levels", type=int, default=defaults.subdivision_levels,
                    help="midpoint subdivisions of the ground-truth meshes (each: faces x4; default "
                         f"{defaults.subdivision_levels}; 0 keeps evaluation fast, still displaced off the model)")
@@ -41,8 +52,13 @@ def run(args) -> int:
         raise ValueError(f"--n must be at least 1, got {args.n}")
     if args.image_size < 16:
         raise ValueError(f"--image-size must be at least 16, got {args.image_size}")
-    config = SynthBenchmarkConfig(model=args.model, num_faces=args.n, device=args.device,
-                                  scene=benchmark_scene(args.image_size, args.seed),
+    for name in ("landmark_noise", "landmark_offset", "landmark_scale", "contour_slide"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
+    scene = replace(benchmark_scene(args.image_size, args.seed), landmark_noise_px=args.landmark_noise,
+                    landmark_offset_px=args.landmark_offset, landmark_scale=args.landmark_scale,
+                    contour_slide_px=args.contour_slide)
+    config = SynthBenchmarkConfig(model=args.model, num_faces=args.n, device=args.device, scene=scene,
                                   subdivision_levels=args.subdivision_levels, batch_size=args.batch_size)
     with tqdm(total=args.n, desc="synthetic faces", unit="face", disable=args.json) as bar:
         summary = generate_benchmark(args.out, config, progress=bar.update)

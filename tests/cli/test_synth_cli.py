@@ -31,3 +31,24 @@ def test_synth_bad_arguments_give_one_clear_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not empty" in err and str(tmp_path) in err
     assert (tmp_path / "mine.txt").read_text() == "keep"
+
+
+def test_landmark_error_options_reach_the_pts_files(tmp_path, capsys):
+    """--landmark-noise 0 writes the true projections; the detector-like options raise the recorded
+    inter-ocular error, the faces themselves unchanged; a negative σ is one clear line."""
+    runs = {}
+    for name, options in (("exact", ["--landmark-noise", "0"]),
+                          ("detector", ["--landmark-offset", "3", "--landmark-scale", "0.04", "--contour-slide", "4"])):
+        out = tmp_path / name
+        assert main(["synth", "--n", "2", "--image-size", "96", "--seed", "4", "--subdivision-levels", "0",
+                     "--out", str(out), "--json", *options]) == 0
+        runs[name] = (out, json.loads(capsys.readouterr().out)["landmark_error_interocular_mean"])
+    (exact, zero), (detector, error) = runs["exact"], runs["detector"]
+    stored = np.load(exact / "params.npz")
+    np.testing.assert_array_equal(stored["landmarks_2d"], stored["landmarks_2d_clean"])
+    assert zero < 1e-5 and error > 0.05
+    assert json.loads((detector / "manifest.json").read_text())["landmarks"]["contour_slide_px"] == 4.0
+    assert (Image.open(exact / "images/face_0000.png").tobytes() == Image.open(detector / "images/face_0000.png")
+            .tobytes())
+    assert main(["synth", "--n", "1", "--landmark-noise", "-1", "--out", str(tmp_path / "bad")]) == 2
+    assert "--landmark-noise must not be negative" in capsys.readouterr().err
