@@ -31,18 +31,19 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from diffface.checks import check_shape
-from diffface.camera import euler_to_rotation
+from diffface.camera import euler_to_rotation, project_points, world_to_camera
 from diffface.geometry import rotate_points
 from diffface.landmark_marching import march_contour_landmarks
 from diffface.lighting import lighting_design, sh_irradiance, solve_sh_lighting
 from diffface.morphable_model import MorphableModel
 from diffface.params import FaceParameters
-from diffface.renderers import VertexRenderer
+from diffface.renderers import VertexRenderer, depth_visibility
 
 from .active_vertices import ActiveVertices
 from .landmark_fitting import LandmarkFitConfig, fit_landmarks
 
 NORMS = ("l1", "l2", "l21")
+VISIBILITY = ("normals", "zbuffer")
 GROUPS = ("lighting", "albedo", "pose", "identity", "expression")
 #: groups solved exactly (the rendered colours are linear in them); the others take Adam steps
 CLOSED_FORM_GROUPS = ("lighting", "albedo")
@@ -65,6 +66,11 @@ class TextureFitConfig:
             SH coefficients; radians and millimetres for the pose).
         active_vertices: compute the energy on the vertices it reads only (:mod:`.active_vertices`: the
             same energy, about twice as fast on a BFM-sized mesh); ``False``: on the whole mesh.
+        visibility: which vertices the texture term compares: ``"normals"`` (the method's front-facing
+            test) or ``"zbuffer"`` (also not hidden by the mesh itself, e.g. by the nose at large yaw:
+            :func:`~diffface.renderers.depth_visibility`, recomputed at the start of each group).
+        depth_tolerance_mm: with ``"zbuffer"``, how far behind the z-buffer's surface a vertex may lie and still
+            count as visible (the surface is read at the nearest pixel centre, up to half a pixel away).
     """
 
     c_lands: float = 10.0
@@ -78,10 +84,14 @@ class TextureFitConfig:
     learning_rates: dict = field(default_factory=lambda: {
         "lighting": 0.02, "albedo": 0.1, "pose": 0.004, "translation": 1.0, "identity": 0.02, "expression": 0.02})
     active_vertices: bool = True
+    visibility: str = "normals"
+    depth_tolerance_mm: float = 5.0
 
     def __post_init__(self):
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.visibility not in VISIBILITY:
+            raise ValueError(f"visibility must be one of {VISIBILITY}, got {self.visibility!r}")
         unknown = set(self.groups) - set(GROUPS)
         if unknown:
             raise ValueError(f"unknown parameter groups {sorted(unknown)}; choose from {GROUPS}")
@@ -264,7 +274,18 @@ class _Stage2Energy:
             fixed = {"albedo": self.active.albedo(params.beta)}
             if group == "pose" or group in CLOSED_FORM_GROUPS:
                 fixed["vertices"], fixed["model_normals"] = self.shape_and_normals(params)
+            if self.config.visibility == "zbuffer":
+                fixed["unoccluded"] = self.unoccluded(params)
         return fixed
+
+    def unoccluded(self, params: FaceParameters) -> torch.Tensor:
+        """The rendered vertices no other part of the mesh hides (z-buffer test). Shape: -> (B, R) bool."""
+        vertices = self.active.shape(params.alpha_id, params.alpha_exp)  # the triangles' vertices: rendered + ring
+        points_camera = world_to_camera(vertices, params.angles, params.translation)
+        points = project_points(points_camera, params.focal, params.principal_point)
+        visible = depth_visibility(points_camera, points, self.active.triangles, tuple(self.images.shape[-2:]),
+                                   self.config.depth_tolerance_mm)
+        return visible[:, :self.active.num_rendered]
 
     def __call__(self, params: FaceParameters, fixed: dict | None = None) -> dict[str, torch.Tensor]:
         """The energy terms; ``fixed``: :meth:`fixed_parts` of the group being optimised (None: compute all)."""
@@ -276,7 +297,11 @@ class _Stage2Energy:
         albedo = fixed["albedo"] if "albedo" in fixed else self.active.albedo(params.beta)
         camera = dict(angles=params.angles, translation=params.translation, focal=params.focal,
                       principal_point=params.principal_point)
-        out = self.renderer(vertices, albedo, params.sh, self.images, model_normals=model_normals, **camera)
+        unoccluded = fixed.get("unoccluded")
+        if unoccluded is None and self.config.visibility == "zbuffer":
+            unoccluded = self.unoccluded(params)
+        out = self.renderer(vertices, albedo, params.sh, self.images, model_normals=model_normals,
+                            unoccluded=unoccluded, **camera)
         texture = texture_norm(out.rendered_uv, out.target_uv, out.mask_uv, config.norm)
         with torch.no_grad():
             active = self.active

@@ -19,14 +19,14 @@ from .rasterize import MeshRasterizer, RasterSettings, interpolate_attributes, r
 from .shaders import (AttributeShader, DepthShader, NormalShader, ShadingInput, SHShader, SilhouetteShader,
                       shade_sh)
 from .uv_frame import UVFrame, uv_texel_map, vertices_to_uv_image
-from .vertex_renderer import (VertexObservation, VertexRenderer, VertexRenderOutput, normal_visibility,
-                              observe_vertices, sample_image_at_points)
+from .vertex_renderer import (VertexObservation, VertexRenderer, VertexRenderOutput, depth_visibility,
+                              normal_visibility, observe_vertices, sample_image_at_points)
 
 __all__ = [
     "AttributeShader", "BACKGROUND_DEPTH", "DepthShader", "FaceRenderer", "Fragments", "MeshRasterizer",
     "MeshRenderer", "NormalShader", "PyTorch3DRasterizer", "RasterSettings", "RenderOutput", "SHShader",
     "ShadingInput", "SilhouetteShader", "UVFrame", "VertexObservation", "VertexRenderOutput", "VertexRenderer",
-    "interpolate_attributes", "lighting_frame_normals", "make_rasterizer", "normal_visibility", "observe_vertices",
+    "depth_visibility", "interpolate_attributes", "lighting_frame_normals", "make_rasterizer", "normal_visibility", "observe_vertices",
     "pytorch3d_available", "rasterize_meshes", "rasterize_meshes_pytorch3d", "sample_image_at_points",
     "select_backend", "shade_sh", "uv_texel_map", "vertices_to_uv_image",
 ]

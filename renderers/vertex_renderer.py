@@ -1,6 +1,6 @@
-"""The method's texture term needs no rasterizer: shade every vertex (SH on albedo and normal),
-sample the target image at every projected vertex, mask by normal visibility, and compare both in
-the model's UV frame.
+"""The method's texture term: shade every vertex (SH on albedo and normal), sample the target image at every
+projected vertex, mask by normal visibility (and, optionally, by the z-buffer's self-occlusion test:
+:func:`depth_visibility`), and compare both in the model's UV frame.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from diffface.geometry import rotate_points
 from diffface.lighting import sh_shading
 
 from .mesh_renderer import lighting_frame_normals
+from .rasterize import rasterize_meshes
 from .uv_frame import UVFrame
 
 
@@ -50,6 +51,35 @@ def normal_visibility(points_camera: torch.Tensor, normals_camera: torch.Tensor)
     return (normals_camera * -points_camera).sum(-1) > 0
 
 
+def depth_visibility(points_camera: torch.Tensor, points: torch.Tensor, faces: torch.Tensor,
+                     image_size: tuple[int, int], tolerance: float) -> torch.Tensor:
+    """Self-occlusion through the z-buffer: a vertex is hidden when, at each of the four pixel centres around
+    its projection, the mesh's nearest surface lies more than ``tolerance`` (camera-depth units, e.g. mm) in
+    front of it (the nose over the far cheek at large yaw); one centre showing the vertex's own surface, or no
+    surface, keeps it visible (on a steep slope the surface a pixel away is deeper or shallower than the vertex).
+    Vertices off the image count as visible here (the image test judges them). No gradients: a mask.
+
+    Shape:
+        points_camera: (B, V, 3); points: (B, V, 2) their pixels; faces: (F, 3) -> (B, V) bool.
+    """
+    check_shape(points_camera, ["B", "V", 3], "points_camera")
+    check_shape(points, [points_camera.shape[0], points_camera.shape[1], 2], "points")
+    height, width = image_size
+    with torch.no_grad():
+        depth = points_camera[..., 2]
+        fragments = rasterize_meshes(torch.cat([points, depth[..., None]], -1).detach(), faces, (height, width))
+        zbuf, mask = fragments.zbuf.flatten(1), fragments.mask.flatten(1)
+        hidden = torch.ones_like(depth, dtype=torch.bool)
+        for du in (0, 1):
+            for dv in (0, 1):
+                u, v = points[..., 0].floor().long() + du, points[..., 1].floor().long() + dv
+                inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
+                flat = v.clamp(0, height - 1) * width + u.clamp(0, width - 1)
+                in_front = mask.gather(1, flat) & (zbuf.gather(1, flat) + tolerance < depth)
+                hidden &= inside & in_front
+        return ~hidden
+
+
 @dataclass(frozen=True)
 class VertexObservation:
     """What the photo shows at each vertex (the per-vertex half of the texture term and the photometric loss).
@@ -66,16 +96,20 @@ class VertexObservation:
 
 
 def observe_vertices(points_camera: torch.Tensor, normals: torch.Tensor, focal: torch.Tensor,
-                     principal_point: torch.Tensor, image: torch.Tensor) -> VertexObservation:
-    """Project camera-space vertices, sample ``image`` there and tell which vertices face the camera.
+                     principal_point: torch.Tensor, image: torch.Tensor,
+                     unoccluded: torch.Tensor | None = None) -> VertexObservation:
+    """Project camera-space vertices, sample ``image`` there and tell which vertices face the camera (and,
+    with ``unoccluded`` from :func:`depth_visibility`, which no other part of the mesh hides).
 
     Shape:
         points_camera: (B, V, 3); normals: (B, V, 3) in the lighting frame (the rotated model frame, which
         :data:`~diffface.camera.MODEL_TO_CAMERA_FLIP` takes to the camera's); focal: (B, 1);
-        principal_point: (B, 2); image: (B, C, H, W) -> :class:`VertexObservation`.
+        principal_point: (B, 2); image: (B, C, H, W); unoccluded: (B, V) bool -> :class:`VertexObservation`.
     """
     points = project_points(points_camera, focal, principal_point)
     visible = normal_visibility(points_camera, normals * model_to_camera_flip(normals))
+    if unoccluded is not None:
+        visible = visible & unoccluded
     sampled, inside = sample_image_at_points(image, points)
     return VertexObservation(points=points, sampled=sampled, visible=visible, usable=visible & inside)
 
@@ -108,8 +142,9 @@ class VertexRenderer(nn.Module):
 
     Shape:
         forward(vertices (B, V, 3), albedo (B, V, 3), sh (B, 27), image (B, 3, H, W), model_normals
-        (B, V, 3) = None, **camera) -> VertexRenderOutput. ``model_normals``: the vertices' normals in
-        model space when the caller already has them (e.g. many camera updates of one shape).
+        (B, V, 3) = None, unoccluded (B, V) bool = None, **camera) -> VertexRenderOutput. ``model_normals``:
+        the vertices' normals in model space when the caller already has them (e.g. many camera updates of one
+        shape); ``unoccluded``: :func:`depth_visibility`'s mask, ANDed with the normal test.
     """
 
     def __init__(self, uv: torch.Tensor, faces: torch.Tensor, uv_size: int = 128,
@@ -120,7 +155,8 @@ class VertexRenderer(nn.Module):
         self.camera = camera if camera is not None else PerspectiveCamera()
 
     def forward(self, vertices: torch.Tensor, albedo: torch.Tensor, sh: torch.Tensor, image: torch.Tensor,
-                model_normals: torch.Tensor | None = None, **camera) -> VertexRenderOutput:
+                model_normals: torch.Tensor | None = None, unoccluded: torch.Tensor | None = None,
+                **camera) -> VertexRenderOutput:
         params = self.camera._resolve(**camera)
         points_camera = self.camera.world_to_camera(vertices, **camera)
         if model_normals is None:
@@ -128,7 +164,8 @@ class VertexRenderer(nn.Module):
         else:
             check_shape(model_normals, list(vertices.shape), "model_normals")
             normals = rotate_points(model_normals, euler_to_rotation(params["angles"]))
-        seen = observe_vertices(points_camera, normals, params["focal"], params["principal_point"], image)
+        seen = observe_vertices(points_camera, normals, params["focal"], params["principal_point"], image,
+                                unoccluded)
         vertex_colors = sh_shading(albedo, normals, sh)
         sampled = seen.sampled
         usable = seen.usable.to(vertex_colors.dtype)[..., None]

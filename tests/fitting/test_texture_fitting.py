@@ -120,3 +120,24 @@ def test_missing_lighting_is_solved_before_other_groups_move(model, scene):
         solved[groups] = fit_texture(model, images, landmarks, start, config).params.sh
     assert torch.isfinite(solved[("pose",)]).all() and solved[("pose",)].abs().sum() > 0
     torch.testing.assert_close(solved[("pose",)], solved[("lighting",)])
+
+
+def test_zbuffer_visibility_leaves_out_what_the_nose_hides(model, scene):
+    """At 60° yaw the z-buffer test drops front-facing vertices hidden behind the nose from the texture term
+    (frontal: none), and stage 2 runs with it."""
+    from diffface.fitting.texture_fitting import _Stage2Energy
+
+    truth, images, landmarks = scene
+    for yaw, hidden_expected in ((0.0, False), (1.05, True)):
+        posed = replace(truth, angles=torch.tensor([[0.0, yaw, 0.0]] * 2))
+        normals = _Stage2Energy(model, images, landmarks, TextureFitConfig(uv_size=32))(posed)["output"]
+        zbuffer = _Stage2Energy(model, images, landmarks, TextureFitConfig(uv_size=32, visibility="zbuffer"))
+        depth = zbuffer(posed)["output"]
+        hidden = (normals.visible & ~depth.visible).sum(-1)
+        assert bool((hidden > 10).all()) if hidden_expected else int(hidden.max()) <= 10
+        assert not (depth.visible & ~normals.visible).any()
+    result = fit_texture(model, images, landmarks, replace(truth, beta=None, sh=None),
+                         TextureFitConfig(rounds=1, steps_per_group=1, uv_size=32, visibility="zbuffer"))
+    assert torch.isfinite(result.energy).all() and not result.diverged.any()
+    with pytest.raises(ValueError, match="visibility must be one of"):
+        TextureFitConfig(visibility="rays")

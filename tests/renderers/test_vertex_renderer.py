@@ -3,10 +3,11 @@ import math
 import pytest
 import torch
 
+from diffface.camera import project_points
 from diffface.lighting import ambient_sh_coefficients
 from diffface.morphable_model import load_morphable_model
 from diffface.renderers import (MeshRasterizer, MeshRenderer, RasterSettings, SHShader, VertexRenderer,
-                                normal_visibility, sample_image_at_points)
+                                depth_visibility, normal_visibility, sample_image_at_points)
 
 
 def test_bilinear_sampling_is_exact_on_a_linear_ramp_and_flags_outside():
@@ -54,3 +55,32 @@ def test_texture_term_inputs_agree_with_a_rendered_image(yaw_deg):
         # the side turned away has fewer visible vertices
         x = model.mean_shape[:, 0]
         assert out.visible[0, x > 40].float().mean() < out.visible[0, x < -40].float().mean()
+
+
+def _grid_plane(x0: float, x1: float, y0: float, y1: float, z: float, n: int = 9):
+    """A square grid of n x n vertices in the plane at depth z, camera space. Shape: (n², 3), (2(n-1)², 3)."""
+    xs, ys = torch.meshgrid(torch.linspace(x0, x1, n), torch.linspace(y0, y1, n), indexing="xy")
+    points = torch.stack([xs.flatten(), ys.flatten(), torch.full((n * n,), z)], -1)
+    index = torch.arange(n * n).reshape(n, n)
+    a, b, c, d = index[:-1, :-1].flatten(), index[:-1, 1:].flatten(), index[1:, :-1].flatten(), index[1:, 1:].flatten()
+    return points, torch.cat([torch.stack([a, b, c], -1), torch.stack([b, d, c], -1)])
+
+
+def test_depth_visibility_hides_what_a_nearer_surface_covers():
+    """A plane at depth 100 half covered by a smaller plane at depth 80: exactly its vertices behind the small
+    plane (strictly inside its image) are hidden; a tolerance beyond the 20 mm gap hides none; the near plane
+    and the uncovered half stay visible."""
+    back, back_faces = _grid_plane(-40, 40, -40, 40, 100.0)
+    front, front_faces = _grid_plane(-21, 1, -21, 21, 80.0, n=5)  # covers x in [-20, 0] at depth 100
+    points_camera = torch.cat([back, front])[None].double()
+    faces = torch.cat([back_faces, front_faces + len(back)])
+    focal, centre = torch.tensor([[100.0]]).double(), torch.tensor([[64.0, 64.0]]).double()
+    points = project_points(points_camera, focal, centre)
+    visible = depth_visibility(points_camera, points, faces, (128, 128), tolerance=5.0)[0]
+    # the front plane spans x/z in [-21/80, 1/80]; a back vertex is covered when x/100 lies strictly inside
+    ratio_x, ratio_y = back[:, 0] / 100, back[:, 1] / 100
+    covered = (ratio_x > -21 / 80 + 0.02) & (ratio_x < 1 / 80 - 0.02) & (ratio_y.abs() < 21 / 80 - 0.02)
+    clear = (ratio_x < -21 / 80 - 0.02) | (ratio_x > 1 / 80 + 0.02) | (ratio_y.abs() > 21 / 80 + 0.02)
+    assert covered.sum() >= 6 and not visible[:len(back)][covered].any()
+    assert visible[:len(back)][clear].all() and visible[len(back):].all()
+    assert depth_visibility(points_camera, points, faces, (128, 128), tolerance=25.0).all()
