@@ -51,7 +51,6 @@ from .registry import create_model
 from .validation import validate
 from diffface.data.augment import AugmentConfig, Augmenter
 from .unlabeled import unlabeled_seed
-from .visualize import prediction_overlays
 
 CONFIG_NAME = "config.yaml"
 LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -373,6 +372,8 @@ class _Run:
         return metrics
 
     def log_overlays(self, writer) -> None:
+        from .visualize import prediction_overlays  # renders: the package itself stays free of the renderers
+
         count = min(self.config.overlay_samples, len(self.val_set))
         images = torch.stack([self.val_set[i]["image"] for i in range(count)]).to(self.device)
         params = self.regressor.predict(images)

@@ -62,3 +62,16 @@ def test_no_module_imports_a_layer_above_its_own():
                     for module, path in found.items() for target in imported(module, path)
                     if layer(target) > layer(module) and (module, target) not in ALLOWED)
     assert upward == []
+
+
+def test_networks_and_the_command_line_start_without_the_renderers():
+    """``import diffface.networks`` (exporting a network) and ``diffface --help`` do not pull in the renderers or the
+    networks' training stack: those load when a command or loss needs them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, diffface.networks; r = 'diffface.renderers' in sys.modules; "
+            "import diffface.cli.main as m; m.build_parser(); "
+            "print(r, 'diffface.renderers' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.stdout.split() == ["False", "False"], result.stderr

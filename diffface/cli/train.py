@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffface.networks.config import LOSSES, TrainConfig
-
 from .config_args import add_config_arguments
 from .output import print_figures
 
@@ -24,18 +22,18 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="run folder (a re-run into it resumes)")
     add_config_arguments(p, "TrainConfig", "RUN/config.yaml",
                          "override one setting, repeatable: --set norm=l1 --set augment=false")
-    d = TrainConfig()
-    p.add_argument("--steps", type=int, help=f"optimisation steps (default: {d.steps})")
-    p.add_argument("--batch-size", type=int, help=f"global batch (default: {d.batch_size})")
-    p.add_argument("--loss", choices=list(LOSSES), help=f"training loss (default: {d.loss})")
-    p.add_argument("--lr", type=float, help=f"Adam learning rate (default: {d.lr:g}; {d.lr_final:g} after "
-                                            f"{d.lr_drop_at:.2g} of the steps)")
-    p.add_argument("--width", type=int, help=f"first-layer channels of MobileFace (default: {d.width})")
+    # the defaults are TrainConfig's, written out so that `diffface --help` does not import the networks
+    # package (tests/cli/test_network_cli.py checks them against TrainConfig)
+    p.add_argument("--steps", type=int, help="optimisation steps (default: 30000)")
+    p.add_argument("--batch-size", type=int, help="global batch (default: 64)")
+    p.add_argument("--loss", choices=["mse", "2d3d"], help="training loss (default: 2d3d)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default: 0.003; 0.0003 after 0.67 of the steps)")
+    p.add_argument("--width", type=int, help="first-layer channels of MobileFace (default: 10)")
     p.add_argument("--init", metavar="CHECKPOINT",
                    help="fine-tune: start from this model.pt's weights and parameter statistics (same network, "
                         "width and morphable model)")
     p.add_argument("--model", help="morphable model: auto (builtin when the dataset used it) or a model file")
-    p.add_argument("--workers", type=int, help=f"DataLoader workers (default: {d.num_workers})")
+    p.add_argument("--workers", type=int, help="DataLoader workers (default: 2)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu; ranks use cuda:LOCAL_RANK)")
     p.add_argument("--seed", type=int, help="weights, data order and augmentation seed (default: 0)")
     p.add_argument("--unlabeled", metavar="PHOTOS",
@@ -49,6 +47,7 @@ def resolve_config(args):
     """Defaults, then ``--config``, then the options given, then ``--set``, checked together (so
     ``--unlabeled`` may come with ``--set photometric_weight=...``)."""
     from diffface.config_io import parse_overrides, read_yaml_mapping
+    from diffface.networks.config import TrainConfig
 
     given = {"steps": args.steps, "batch_size": args.batch_size, "loss": args.loss, "lr": args.lr,
              "width": args.width, "model": args.model, "num_workers": args.workers, "device": args.device,

@@ -106,3 +106,21 @@ def test_errors_are_one_line_naming_the_culprit(trained_run, tmp_path, capsys):
     assert cli_main(["predict", str(trained_run / "model.pt"), str(small), "--out", str(tmp_path / "p"),
                      "--cropped"]) == 2
     assert "small.png" in capsys.readouterr().err
+
+
+def test_train_help_states_the_trainconfig_defaults():
+    """The help's defaults are written out (so `diffface --help` does not import the networks package): they must
+    be TrainConfig's."""
+    import argparse
+
+    from diffface.cli.main import build_parser
+    from diffface.networks.config import LOSSES, TrainConfig
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    helps = {a.dest: a.help for a in sub._actions}
+    d = TrainConfig()
+    for dest, value in (("steps", d.steps), ("batch_size", d.batch_size), ("loss", d.loss), ("width", d.width),
+                        ("workers", d.num_workers)):
+        assert f"(default: {value})" in helps[dest], dest
+    assert f"(default: {d.lr:g}; {d.lr_final:g} after {d.lr_drop_at:.2g} of the steps)" in helps["lr"]
+    assert tuple(next(a for a in sub._actions if a.dest == "loss").choices) == LOSSES

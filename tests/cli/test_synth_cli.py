@@ -52,3 +52,16 @@ def test_landmark_error_options_reach_the_pts_files(tmp_path, capsys):
             .tobytes())
     assert main(["synth", "--n", "1", "--landmark-noise", "-1", "--out", str(tmp_path / "bad")]) == 2
     assert "--landmark-noise must not be negative" in capsys.readouterr().err
+
+
+def test_synth_option_defaults_are_the_configs():
+    """Written out in the parser (so `diffface --help` does not import the generator): they must be the configs'."""
+    from diffface.app.synth import SceneConfig
+    from diffface.app.synth_benchmark import SynthBenchmarkConfig
+    from diffface.cli.main import build_parser
+
+    args = build_parser().parse_args(["synth", "--out", "S"])
+    scene, config = SceneConfig(), SynthBenchmarkConfig()
+    assert (args.landmark_noise, args.landmark_offset, args.landmark_scale, args.contour_slide) == (
+        scene.landmark_noise_px, scene.landmark_offset_px, scene.landmark_scale, scene.contour_slide_px)
+    assert (args.subdivision_levels, args.batch_size) == (config.subdivision_levels, config.batch_size)
