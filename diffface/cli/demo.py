@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config_args import add_config_arguments
+from .config_args import add_config_arguments, config_layers
 from .output import print_figures
 
 # option -> DemoConfig field, for the sizes that may be overridden (also on top of --quick)
@@ -53,17 +53,11 @@ def add_parser(sub) -> None:
 def resolve_config(args):
     """``DemoConfig()`` (or ``DemoConfig.quick()``), then ``--config``, then the options given, then ``--set``."""
     from ..app.demo_config import DemoConfig
-    from ..config_io import parse_overrides, read_yaml_mapping
 
     changes = {field: getattr(args, option.replace("-", "_")) for field, option in SIZE_OPTIONS.items()}
-    changes = {k: v for k, v in changes.items() if v is not None}
-    for name in ("model", "device", "landmarks"):
-        if getattr(args, name) is not None:
-            changes[name] = getattr(args, name)
-    if args.images is not None:
-        changes["images"] = str(args.images)
-    layers = [(read_yaml_mapping(args.config), str(args.config))] if args.config else []
-    layers += [(changes, "options")] + [(nested, "--set") for nested in parse_overrides(args.overrides, "lr=0.001")]
+    changes.update(model=args.model, device=args.device, landmarks=args.landmarks,
+                   images=None if args.images is None else str(args.images))
+    layers = config_layers(args, changes, "lr=0.001")
     config = (DemoConfig.quick() if args.quick else DemoConfig()).layered(layers)
     if config.images is None and config.landmarks != "pts":
         raise ValueError("--landmarks applies to --images; synthetic photos come with their .pts files")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config_args import add_config_arguments
+from .config_args import add_config_arguments, config_layers
 from .output import print_figures
 
 
@@ -46,15 +46,12 @@ def add_parser(sub) -> None:
 def resolve_config(args):
     """Defaults, then ``--config``, then the options given, then ``--set``, checked together (so
     ``--unlabeled`` may come with ``--set photometric_weight=...``)."""
-    from diffface.config_io import parse_overrides, read_yaml_mapping
     from diffface.networks.config import TrainConfig
 
     given = {"steps": args.steps, "batch_size": args.batch_size, "loss": args.loss, "lr": args.lr,
              "width": args.width, "model": args.model, "num_workers": args.workers, "device": args.device,
              "seed": args.seed, "unlabeled": args.unlabeled, "init": args.init}
-    layers = [(read_yaml_mapping(args.config), str(args.config))] if args.config else []
-    layers += [({k: v for k, v in given.items() if v is not None}, "options")]
-    layers += [(nested, "--set") for nested in parse_overrides(args.overrides, "loss=mse")]
+    layers = config_layers(args, given, "loss=mse")
     return TrainConfig().layered(layers)
 
 
