@@ -60,9 +60,11 @@ setup(
         # `diffface curate` itself needs only the standard library; Playwright drives a browser for its
         # tests and the README screenshot (with the system's Chromium: apt-get install chromium)
         "curate": ["playwright>=1.40"],
+        # PyAV, whose wheels bundle FFmpeg: reading videos, writing .mp4/.webm (diffface.video_io)
+        "video": ["av>=12"],
         "dev": ["pytest>=7", "h5py>=3.0", "eos-py>=1.4", "face-alignment>=1.4", "dlib-bin>=19.24",
                 "face-recognition-models>=0.3", "playwright>=1.40", "onnx>=1.17", "onnxscript>=0.7",
-                "onnxruntime>=1.17", "executorch==1.5.1"],
+                "onnxruntime>=1.17", "executorch==1.5.1", "av>=12"],
     },
     entry_points={"console_scripts": ["diffface=diffface.cli.main:main"]},
     classifiers=[

@@ -6,7 +6,8 @@
 
 all behind :class:`LandmarkDetector` (``detect`` → every :class:`FaceDetection` of an image,
 ``detect_batch`` → ``(N, 68, 2)`` landmarks and ``(N, 4)`` boxes); :func:`crop_faces` cuts square
-crops and returns the :class:`CropTransform` that moves landmarks and intrinsics with them.
+crops and returns the :class:`CropTransform` that moves landmarks and intrinsics with them;
+:class:`LandmarkTracker` follows a face along a video, running the face detector only when needed.
 Heavy backends are imported only when their class is built.
 """
 
@@ -22,13 +23,14 @@ from .factory import DETECTORS, make_detector
 from .images import (DEFAULT_MAX_IMAGE_PIXELS, ImageReadError, ImageScan, left_out_note, list_images, read_image,
                      scan_image_folder)
 from .limits import InputLimits, check_face_input, check_image_size
+from .tracking import LandmarkTracker, TrackingConfig, box_iou, box_landmarker
 
 __all__ = [
     "AnnotationDetector", "CropTransform", "DEFAULT_MAX_IMAGE_PIXELS", "DETECTORS", "DlibDetector", "FANDetector",
     "WeightsNotFoundError", "check_rgb_image", "FaceCropper", "FaceDetection", "ImageReadError", "ImageScan",
-    "InputLimits", "LandmarkDetector", "LandmarkJobConfig", "NUM_LANDMARKS", "NoFaceError", "annotation_path",
-    "box_from_landmarks", "boxes_from_landmarks", "check_face_input", "check_image_size", "crop_faces",
-    "crop_transform", "landmark_images", "largest_face", "left_out_note", "list_images", "make_detector", "read_image",
-    "read_landmark_file", "scan_image_folder", "select_faces", "square_boxes", "write_landmarks_json",
-    "write_landmarks_npy",
+    "InputLimits", "LandmarkDetector", "LandmarkJobConfig", "LandmarkTracker", "TrackingConfig", "NUM_LANDMARKS",
+    "NoFaceError", "annotation_path", "box_from_landmarks", "box_iou", "box_landmarker", "boxes_from_landmarks",
+    "check_face_input", "check_image_size", "crop_faces", "crop_transform", "landmark_images", "largest_face",
+    "left_out_note", "list_images", "make_detector", "read_image", "read_landmark_file", "scan_image_folder",
+    "select_faces", "square_boxes", "write_landmarks_json", "write_landmarks_npy",
 ]
