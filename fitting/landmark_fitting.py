@@ -86,11 +86,11 @@ class LandmarkFitResult:
 
 
 def initial_parameters(model: MorphableModel, landmarks_2d: torch.Tensor, image_size: tuple[int, int],
-                       focal_px: float) -> FaceParameters:
+                       focal_px: float | torch.Tensor) -> FaceParameters:
     """Frontal pose, mean face, distance and offset from the landmarks' spread and centroid.
 
     Shape:
-        landmarks_2d: (B, 68, 2) -> FaceParameters (B, ...).
+        landmarks_2d: (B, 68, 2); focal_px: a number or (B, 1) -> FaceParameters (B, ...).
     """
     B, device, dtype = landmarks_2d.shape[0], landmarks_2d.device, landmarks_2d.dtype
     # per-sample weights over the landmarks both the model defines and the image provides
@@ -102,7 +102,10 @@ def initial_parameters(model: MorphableModel, landmarks_2d: torch.Tensor, image_
     centre = (weight[..., None] * obs).sum(1)  # (B, 2)
     spread_mm = (weight * (ref[None, :, :2] - m[:, None, :2]).norm(dim=-1)).sum(-1)
     spread_px = (weight * (obs - centre[:, None]).norm(dim=-1)).sum(-1)
-    focal = torch.full((B, 1), float(focal_px), dtype=dtype, device=device)
+    if isinstance(focal_px, torch.Tensor):
+        focal = focal_px.to(device, dtype).reshape(B, 1).clone()
+    else:
+        focal = torch.full((B, 1), float(focal_px), dtype=dtype, device=device)
     principal = torch.tensor([image_size[1] / 2, image_size[0] / 2], dtype=dtype, device=device).expand(B, 2)
     tz = focal[:, 0] * spread_mm / spread_px.clamp_min(1e-6)
     depth = tz - m[:, 2]

@@ -40,7 +40,10 @@ from diffface.params import FaceParameters
 from diffface.renderers import VertexRenderer, depth_visibility
 
 from .active_vertices import ActiveVertices
+from .frame_groups import FrameGroups
+from .frame_ties import FrameTies
 from .landmark_fitting import LandmarkFitConfig, fit_landmarks
+from .sequence_fitting import SequenceFitConfig
 
 NORMS = ("l1", "l2", "l21")
 VISIBILITY = ("normals", "zbuffer")
@@ -155,15 +158,19 @@ def irls_weights(residual: torch.Tensor, norm: str, eps: float = 1e-3) -> torch.
 
 
 def weighted_least_squares(design: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
-                           ridge: torch.Tensor) -> torch.Tensor:
-    """``argmin_x Σ_n w_n (D_n·x − y_n)² + Σ_p ridge_p x_p²`` per sample.
+                           ridge: torch.Tensor, groups: FrameGroups | None = None) -> torch.Tensor:
+    """``argmin_x Σ_n w_n (D_n·x − y_n)² + Σ_p ridge_p x_p²`` per sample, or per subject of ``groups`` (one ``x``
+    for all its samples: their normal equations summed, the ridge once).
 
     Shape:
-        design: (B, N, P); target, weight: (B, N); ridge: (P,) or (B, P) -> (B, P).
+        design: (B, N, P); target, weight: (B, N); ridge: (P,) or (B, P) (per subject with groups) -> (B, P) or (S, P).
     """
     weighted = design * weight[..., None]
-    normal = weighted.transpose(1, 2) @ design + torch.diag_embed(ridge.expand(design.shape[0], -1))
+    normal = weighted.transpose(1, 2) @ design
     rhs = (weighted.transpose(1, 2) @ target[..., None])[..., 0]
+    if groups is not None:
+        normal, rhs = groups.sum_per_subject(normal), groups.sum_per_subject(rhs)
+    normal = normal + torch.diag_embed(ridge.expand(normal.shape[0], -1))
     return torch.linalg.solve(normal, rhs[..., None])[..., 0]
 
 
@@ -199,15 +206,17 @@ def solve_lighting(uv_frame, albedo: torch.Tensor, normals: torch.Tensor, target
 
 
 def solve_albedo(model: MorphableModel | ActiveVertices, uv_frame, shading: torch.Tensor, target_uv: torch.Tensor,
-                 mask_uv: torch.Tensor, r_beta: float, norm: str = "l2", iterations: int = 3) -> torch.Tensor:
+                 mask_uv: torch.Tensor, r_beta: float, norm: str = "l2", iterations: int = 3,
+                 groups: FrameGroups | None = None) -> torch.Tensor:
     """Albedo coefficients β minimising ``E_tex + r_beta·Σ(β/σ)²`` for fixed shape and lighting.
 
     The rendered colour is ``(T0 + B·β) ⊙ shading``, linear in β; l1 and l2,1 by IRLS. ``model`` gives
     the albedo model (``albedo_mean``, ``albedo_basis``, ``albedo_std``, ``tex_dims``) of the V vertices.
+    With ``groups``: one β per subject, fitted to all its frames (its prior counted once).
 
     Shape:
         shading: (B, V, 3) SH irradiance per vertex; target_uv: (B, 3, S, S); mask_uv: (B, 1, S, S)
-        -> (B, K_tex).
+        -> (B, K_tex), or (num_subjects, K_tex) with groups.
     """
     B, V, K = shading.shape[0], shading.shape[1], model.tex_dims
     basis = model.albedo_basis.reshape(V, 3, K).to(shading.dtype)
@@ -220,8 +229,9 @@ def solve_albedo(model: MorphableModel | ActiveVertices, uv_frame, shading: torc
     weights = torch.ones_like(target_uv)
     for _ in range(iterations if norm != "l2" else 1):
         w = (weights * mask_uv).reshape(B, -1) / count
-        beta = weighted_least_squares(design, residual_target, w, ridge)
-        rendered = base_uv + (design @ beta[..., None]).reshape(B, 3, *target_uv.shape[-2:])
+        beta = weighted_least_squares(design, residual_target, w, ridge, groups)
+        per_frame = beta if groups is None else beta.index_select(0, groups.subject)
+        rendered = base_uv + (design @ per_frame[..., None]).reshape(B, 3, *target_uv.shape[-2:])
         weights = irls_weights((target_uv - rendered) * mask_uv, norm)
     return beta
 
@@ -239,11 +249,15 @@ def _scaled_variables(model: MorphableModel, params: FaceParameters) -> dict[str
 
 
 def _to_params(model: MorphableModel, variables: dict[str, torch.Tensor], focal: torch.Tensor,
-               principal_point: torch.Tensor) -> FaceParameters:
-    return FaceParameters(alpha_id=variables["identity"] * model.id_std,
+               principal_point: torch.Tensor, ties: FrameTies | None = None) -> FaceParameters:
+    """Per-frame parameters (a shared identity or albedo gathered to its subject's frames)."""
+    def value(name):
+        return variables[name] if ties is None else ties.gather(name, variables[name])
+
+    return FaceParameters(alpha_id=value("identity") * model.id_std,
                           alpha_exp=variables["expression"] * model.exp_std,
                           translation=variables["translation"], angles=variables["pose"], focal=focal,
-                          principal_point=principal_point, beta=variables["albedo"] * model.albedo_std,
+                          principal_point=principal_point, beta=value("albedo") * model.albedo_std,
                           sh=variables["lighting"])
 
 
@@ -251,8 +265,8 @@ class _Stage2Energy:
     """Evaluates stage 2's energy terms per sample, on the active vertices (:mod:`.active_vertices`)."""
 
     def __init__(self, model: MorphableModel, images: torch.Tensor, landmarks_2d: torch.Tensor,
-                 config: TextureFitConfig):
-        self.model, self.images, self.config = model, images, config
+                 config: TextureFitConfig, ties: FrameTies | None = None):
+        self.model, self.images, self.config, self.ties = model, images, config, ties
         present = torch.isfinite(landmarks_2d).all(-1) & model.landmark_mask[None]
         self.target = torch.where(present[..., None], landmarks_2d, torch.zeros_like(landmarks_2d))
         self.weight = present.to(images.dtype) / (max(images.shape[-2:]) / 2)
@@ -310,14 +324,22 @@ class _Stage2Energy:
         landmark_uv = torch.gather(out.uv_points, 1, indices[..., None].expand(-1, -1, 2))
         landmarks = (((landmark_uv - self.target) * self.weight[..., None]).pow(2)).sum((1, 2)) / self.count
         albedo_prior = (params.beta / model.albedo_std.clamp_min(1e-12)).pow(2).sum(-1)
-        exp_prior = (params.alpha_exp / model.exp_std.clamp_min(1e-12)).pow(2).sum(-1)
-        energy = texture + config.c_lands * landmarks + config.r_beta * albedo_prior + config.r_exp * exp_prior
-        return {"energy": energy, "texture": texture, "landmarks": landmarks, "albedo_prior": albedo_prior,
-                "exp_prior": exp_prior, "output": out}
+        exp_sigma = params.alpha_exp / model.exp_std.clamp_min(1e-12)
+        exp_prior = exp_sigma.pow(2).sum(-1)
+        energy = texture + config.c_lands * landmarks + config.r_exp * exp_prior
+        terms = {"texture": texture, "landmarks": landmarks, "albedo_prior": albedo_prior, "exp_prior": exp_prior,
+                 "output": out}
+        if self.ties is None:
+            energy = energy + config.r_beta * albedo_prior
+        else:  # a shared albedo's prior counts once per subject; the smoothness rows charge their first frame
+            terms["smoothness"] = self.ties.smoothness(params.angles, params.translation, exp_sigma)
+            energy = energy + config.r_beta * albedo_prior * self.ties.prior_share(energy.dtype) + terms["smoothness"]
+        return {"energy": energy, **terms}
 
 
 def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch.Tensor, init: FaceParameters,
-                config: TextureFitConfig = TextureFitConfig(), progress=None) -> TextureFitResult:
+                config: TextureFitConfig = TextureFitConfig(), progress=None, groups: FrameGroups | None = None,
+                sequence: SequenceFitConfig | None = None) -> TextureFitResult:
     """Batched stage-2 fitting from stage-1 parameters.
 
     Args:
@@ -328,9 +350,11 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
             ``sh`` at the exact lighting for the starting shape and albedo.
         config: weights, norm and iteration counts.
         progress: optional ``progress(round_index, energy)``.
+        groups, sequence: frames of one subject (a video, a photo set) tied together
+            (:mod:`.frame_ties`: one identity and albedo per subject, smooth motion); default: independent.
 
     Returns:
-        :class:`TextureFitResult`.
+        :class:`TextureFitResult` (per frame; a shared identity and albedo repeated on its frames).
 
     Shape:
         images: (B, 3, H, W); landmarks_2d: (B, 68, 2).
@@ -349,12 +373,18 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
     solve_lighting_first = start.sh is None and config.groups[:1] != ("lighting",)
     if start.sh is None:
         start = replace(start, sh=torch.zeros(B, 27, dtype=images.dtype, device=images.device))
+    ties = None
+    if groups is not None:
+        ties = FrameTies(groups, sequence or SequenceFitConfig(), model, config.c_lands, images.dtype, images.device)
     variables = _scaled_variables(model, start)
+    if ties is not None:
+        variables = {k: ties.initial(k, v.detach()).clone().requires_grad_(True) for k, v in variables.items()}
     focal, principal_point = start.focal.detach(), start.principal_point.detach()
-    energy_fn = _Stage2Energy(model, images, landmarks_2d, config)
+    energy_fn = _Stage2Energy(model, images, landmarks_2d, config, ties)
+    as_params = lambda: _to_params(model, variables, focal, principal_point, ties)  # noqa: E731
     if solve_lighting_first:
         with torch.no_grad():
-            _solve_appearance("lighting", model, energy_fn, variables, focal, principal_point, config)
+            _solve_appearance("lighting", energy_fn, variables, as_params(), config)
     last_good = {k: v.detach().clone() for k, v in variables.items()}
     diverged = torch.zeros(B, dtype=torch.bool, device=images.device)
     history = []
@@ -363,8 +393,8 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
         for group in config.groups:
             if group in CLOSED_FORM_GROUPS:
                 with torch.no_grad():
-                    _solve_appearance(group, model, energy_fn, variables, focal, principal_point, config)
-                    _reset_bad_samples(variables, last_good, torch.ones_like(diverged), diverged)
+                    _solve_appearance(group, energy_fn, variables, as_params(), config)
+                    _reset_bad_samples(variables, last_good, torch.ones_like(diverged), diverged, ties)
                 continue
             names = ("pose", "translation") if group == "pose" else (group,)
             # only the group's tensors need gradients: backward then never runs through what this group
@@ -372,37 +402,39 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
             for name, value in variables.items():
                 value.requires_grad_(name in names)
             optimizer = torch.optim.Adam([{"params": [variables[n]], "lr": config.learning_rates[n]} for n in names])
-            fixed = energy_fn.fixed_parts(_to_params(model, variables, focal, principal_point), group)
+            fixed = energy_fn.fixed_parts(as_params(), group)
             for _ in range(config.steps_per_group):
                 optimizer.zero_grad(set_to_none=True)
-                terms = energy_fn(_to_params(model, variables, focal, principal_point), fixed)
+                terms = energy_fn(as_params(), fixed)
                 finite = torch.isfinite(terms["energy"])
                 torch.where(finite, terms["energy"], torch.zeros_like(terms["energy"])).sum().backward()
                 with torch.no_grad():
                     for name in names:
-                        variables[name].grad = torch.nan_to_num(variables[name].grad) * finite.view(-1, 1)
+                        ok = finite if ties is None else ties.rows_ok(name, finite)
+                        variables[name].grad = torch.nan_to_num(variables[name].grad) * ok.view(-1, 1)
                 optimizer.step()
                 with torch.no_grad():
-                    _reset_bad_samples(variables, last_good, finite, diverged)
+                    _reset_bad_samples(variables, last_good, finite, diverged, ties)
         with torch.no_grad():
-            terms = energy_fn(_to_params(model, variables, focal, principal_point))
-            _reset_bad_samples(variables, last_good, torch.isfinite(terms["energy"]), diverged)
+            terms = energy_fn(as_params())
+            _reset_bad_samples(variables, last_good, torch.isfinite(terms["energy"]), diverged, ties)
         history.append(terms["energy"].detach().clone())
         if progress is not None:
             progress(round_index, terms["energy"].detach())
 
     with torch.no_grad():
-        params = _to_params(model, {k: v.detach() for k, v in variables.items()}, focal, principal_point)
+        params = _to_params(model, {k: v.detach() for k, v in variables.items()}, focal, principal_point, ties)
         terms = energy_fn(params)
     return TextureFitResult(params=params, energy=terms["energy"], texture=terms["texture"],
                             landmarks=terms["landmarks"], albedo_prior=terms["albedo_prior"],
                             exp_prior=terms["exp_prior"], diverged=diverged, history=history)
 
 
-def _solve_appearance(group: str, model: MorphableModel, energy_fn: "_Stage2Energy", variables: dict,
-                      focal: torch.Tensor, principal_point: torch.Tensor, config: TextureFitConfig) -> None:
-    """Replace the lighting or albedo by its exact (IRLS) minimiser for the current shape and pose."""
-    params = _to_params(model, variables, focal, principal_point)
+def _solve_appearance(group: str, energy_fn: "_Stage2Energy", variables: dict, params: FaceParameters,
+                      config: TextureFitConfig) -> None:
+    """Replace the lighting or albedo by its exact (IRLS) minimiser for the current shape and pose (``params``:
+    the variables as per-frame parameters); a shared albedo fits all its subject's frames."""
+    model, ties = energy_fn.model, energy_fn.ties
     fixed = energy_fn.fixed_parts(params, group)
     out = energy_fn(params, fixed)["output"]
     albedo, uv_frame = fixed["albedo"], energy_fn.renderer.uv_frame
@@ -413,18 +445,21 @@ def _solve_appearance(group: str, model: MorphableModel, energy_fn: "_Stage2Ener
     else:
         shading = sh_irradiance(normals, params.sh)
         beta = solve_albedo(energy_fn.active, uv_frame, shading, out.target_uv, out.mask_uv, config.r_beta,
-                            config.norm)
+                            config.norm, groups=ties.groups if ties is not None and ties.shared("albedo") else None)
         variables["albedo"].copy_(beta / model.albedo_std.clamp_min(1e-12))
 
 
-def _reset_bad_samples(variables: dict, last_good: dict, finite: torch.Tensor, diverged: torch.Tensor) -> None:
-    """Put samples with a non-finite energy or parameters back to their last good state; remember the good ones."""
+def _reset_bad_samples(variables: dict, last_good: dict, finite: torch.Tensor, diverged: torch.Tensor,
+                       ties: FrameTies | None = None) -> None:
+    """Put samples with a non-finite energy or parameters back to their last good state; remember the good ones
+    (a shared variable's row: when every frame of its subject is good)."""
     ok = finite.clone()
-    for value in variables.values():
-        ok &= torch.isfinite(value).all(-1)
+    for name, value in variables.items():
+        ok &= torch.isfinite(value if ties is None else ties.gather(name, value)).all(-1)
     diverged |= ~ok
     for name, value in variables.items():
-        value.copy_(torch.where(ok[:, None], value, last_good[name]))
+        rows_ok = ok if ties is None else ties.rows_ok(name, ok)
+        value.copy_(torch.where(rows_ok[:, None], value, last_good[name]))
         last_good[name].copy_(value)
 
 

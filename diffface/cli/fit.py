@@ -35,6 +35,18 @@ def add_parser(sub) -> None:
     p.add_argument("--max-image-pixels", type=int, metavar="N",
                    help="record images of more pixels (width x height) as bad, unread (default: Pillow's limit, "
                         "89,478,485; 0: no limit; the other checks: --set limits.min_image_side=32 ...)")
+    p.add_argument("--group-by", choices=["none", "folder", "csv", "video"],
+                   help="fit subjects, not single images: folder (a subfolder per person or video, frames sorted by "
+                        "name), csv (INPUT or --groups-csv: image,subject rows), video (INPUT: a video or a folder of "
+                        "videos; frames extracted to DIR/frames); one shared identity (and albedo) per subject, "
+                        "written to DIR/identities/<subject>.npz (default: none)")
+    p.add_argument("--groups-csv", type=Path, help="with --group-by csv: the image,subject CSV (default: INPUT)")
+    p.add_argument("--smooth", action="store_true",
+                   help="grouped: each subject is a video: one camera and a smoothness prior on pose, translation "
+                        "and expression between neighbouring frames (weights: --set sequence.smooth_rotation=...)")
+    p.add_argument("--video-stride", type=int, metavar="N", help="--group-by video: fit every N-th frame (default 1)")
+    p.add_argument("--overlays", choices=["none", "gif", "png", "mp4", "webm"],
+                   help="grouped: write DIR/overlays/<subject>.<format>, the fitted mesh over the frames")
     p.add_argument("--no-tensorboard", action="store_true", help="do not write DIR/tensorboard")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (and no progress bar)")
     p.set_defaults(func=run)
@@ -56,6 +68,11 @@ def resolve_config(args):
         changes["limits"] = {"max_image_pixels": args.max_image_pixels}
     if args.no_tensorboard:
         changes["tensorboard"] = False
+    grouped = {"group_by": args.group_by, "groups_csv": str(args.groups_csv) if args.groups_csv else None,
+               "video_stride": args.video_stride, "save_overlays": args.overlays}
+    changes.update({k: v for k, v in grouped.items() if v is not None})
+    if args.smooth:
+        changes["sequence"] = {"smooth": True}
     if args.json:
         changes["progress"] = False
     return FitJobConfig.from_dict(changes, config).with_overrides(args.overrides)
@@ -72,6 +89,8 @@ def run(args) -> int:
     summary = figures["summary"]
     out = {"images": summary["images"], "results": summary["results"], "failed": summary["failed"],
            "fitted_now": sum(r["fitted"] for r in summary["ranks"]),
+           **({"subjects_fitted_now": sum(r["subjects"] for r in summary["ranks"])}
+              if "subjects" in summary["ranks"][0] else {}),
            "skipped_done": sum(r["skipped"] for r in summary["ranks"]),
            "images_per_s": figures["images_per_s"], "world_size": figures["world_size"],
            **{f"energy/{k}": v for k, v in summary["energy_mean"].items()},

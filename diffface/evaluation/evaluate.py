@@ -81,18 +81,20 @@ def mesh_key(path: str | Path) -> str:
 
 
 def list_meshes(folder: str | Path) -> dict[str, Path]:
-    """``{key: mesh path}`` of a folder's meshes (its ``meshes/`` subfolder if it has one)."""
+    """``{key: mesh path}`` of a folder's meshes (its ``meshes/`` subfolder if it has one), subfolders included
+    (a grouped fit writes ``meshes/<subject>/<frame>.obj``); keys must be unique across them."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
     if (folder / "meshes").is_dir():
         folder = folder / "meshes"
     meshes = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and path.suffix.lower() in MESH_SUFFIXES:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix.lower() in MESH_SUFFIXES and not path.name.startswith("."):
             key = mesh_key(path)
             if key in meshes:
-                raise ValueError(f"{folder}: two meshes pair as {key!r}: {meshes[key].name} and {path.name}")
+                raise ValueError(f"{folder}: two meshes pair as {key!r}: {meshes[key].relative_to(folder)} and "
+                                 f"{path.relative_to(folder)}")
             meshes[key] = path
     return meshes
 

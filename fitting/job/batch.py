@@ -20,7 +20,9 @@ from diffface.landmark_marching import project_landmarks
 from diffface.morphable_model import MorphableModel
 from diffface.params import FaceParameters
 
-from ..landmark_fitting import fit_landmarks
+from ..frame_groups import FrameGroups
+from ..landmark_fitting import fit_landmarks, initial_parameters
+from ..sequence_fitting import fit_landmarks_sequence
 from ..texture_fitting import fit_texture
 from .config import FitJobConfig
 from .inputs import FitItem
@@ -43,7 +45,27 @@ class BatchFit:
     landmarks_crop: torch.Tensor
 
 
-def fit_batch(model: MorphableModel, items: list[FitItem], config: FitJobConfig, device: torch.device) -> BatchFit:
+def video_camera_start(model: MorphableModel, landmarks_crop: torch.Tensor, scale: torch.Tensor, groups: FrameGroups,
+                       image_size: int, focal_px: float) -> FaceParameters:
+    """Stage 1's starting parameters for videos: one camera per subject in the original frames.
+
+    Each crop magnifies its frame by its own ``s``; the per-image default (focal ``focal_px`` in every crop) would
+    give every frame its own original-frame focal ``focal_px / s``, and the depth would follow the crop's jitter.
+    Here the original-frame focal is ``F = focal_px / mean_s(s)`` for all of a subject's frames, i.e. ``F·s`` in
+    each crop.
+
+    Shape:
+        landmarks_crop: (B, 68, 2); scale: (B, 1) -> FaceParameters (B, ...).
+    """
+    mean_scale = groups.sum_per_subject(scale) / groups.frames_per_subject(scale.dtype)[:, None]
+    focal = focal_px * scale / mean_scale[groups.subject]
+    return initial_parameters(model, landmarks_crop, (image_size, image_size), focal)
+
+
+def fit_batch(model: MorphableModel, items: list[FitItem], config: FitJobConfig, device: torch.device,
+              groups: FrameGroups | None = None) -> BatchFit:
+    """Fit a batch of images (each alone), or with ``groups`` the frames of whole subjects together
+    (``config.sequence``: shared identity and albedo, smoothness)."""
     size = config.image_size
     # stage 1 touches a few hundred vertices only, so float64 costs nothing and makes each image's fit
     # independent of the batch it shares (in float32 the LM steps amplify rounding to ~1e-2 in α)
@@ -52,15 +74,32 @@ def fit_batch(model: MorphableModel, items: list[FitItem], config: FitJobConfig,
     matrix = torch.from_numpy(np.stack([it.crop_matrix for it in items])).to(device, torch.float64)
     scale, offset = matrix[:, 0, :1], matrix[:, :2, 2]
     landmarks_crop = observed * scale[:, None] + offset[:, None]
-    stage1 = fit_landmarks(model, landmarks_crop.to(stage1_dtype), (size, size), config.landmarks)
+    if groups is None:
+        stage1 = fit_landmarks(model, landmarks_crop.to(stage1_dtype), (size, size), config.landmarks)
+        energies = {"landmarks/total": stage1.energy, "landmarks/landmarks": stage1.landmark_energy,
+                    "landmarks/id_prior": stage1.id_prior, "landmarks/exp_prior": stage1.exp_prior}
+    else:
+        groups = groups.to(device)
+        start = None
+        if config.sequence.smooth:
+            start = video_camera_start(model, landmarks_crop.to(stage1_dtype), scale.to(stage1_dtype), groups, size,
+                                       config.landmarks.focal_px)
+            start = fit_landmarks(model, landmarks_crop.to(stage1_dtype), (size, size), config.landmarks,
+                                  init=start).params
+        stage1 = fit_landmarks_sequence(model, landmarks_crop.to(stage1_dtype), (size, size), groups, config.landmarks,
+                                        config.sequence, init=start)
+        per_frame = groups.frames_per_subject(stage1.energy.dtype)
+        energies = {"landmarks/total": stage1.frame_energy(), "landmarks/landmarks": stage1.landmark_energy,
+                    "landmarks/id_prior": (stage1.id_prior / per_frame)[groups.subject],
+                    "landmarks/exp_prior": stage1.exp_prior,
+                    "landmarks/smoothness": (stage1.smoothness / per_frame)[groups.subject]}
     params = stage1.params.map(lambda t: t.to(torch.float32))
-    energies = {"landmarks/total": stage1.energy, "landmarks/landmarks": stage1.landmark_energy,
-                "landmarks/id_prior": stage1.id_prior, "landmarks/exp_prior": stage1.exp_prior}
     flags = {"diverged": torch.zeros(len(items), dtype=torch.bool, device=device)}
     texture = "texture" in config.stages
     if texture:
         crops = torch.stack([it.crop for it in items]).to(device)
-        stage2 = fit_texture(model, crops, landmarks_crop.to(torch.float32), params, config.texture)
+        stage2 = fit_texture(model, crops, landmarks_crop.to(torch.float32), params, config.texture,
+                             groups=groups, sequence=config.sequence if groups is not None else None)
         params = stage2.params
         energies.update({"texture/total": stage2.energy, "texture/texture": stage2.texture,
                          "texture/landmarks": stage2.landmarks, "texture/albedo_prior": stage2.albedo_prior,

@@ -10,16 +10,19 @@ import yaml
 from diffface.landmarks import DETECTORS, InputLimits
 
 from ..landmark_fitting import LandmarkFitConfig
+from ..sequence_fitting import SequenceFitConfig
 from ..texture_fitting import TextureFitConfig
 from diffface.atomic_io import write_text_atomic
 from diffface.config_io import YamlConfig, plain
 
 STAGES = ("landmarks", "texture")
+GROUP_BY = ("none", "folder", "csv", "video")
+OVERLAY_FORMATS = ("none", "gif", "png", "mp4", "webm")
 MESH_FORMATS = ("none", "obj", "ply")
 
 # settings that change what a result holds: a re-run into the same DIR must agree on them
 FIT_SETTINGS = ("model", "detector", "detector_options", "stages", "image_size", "crop_scale", "landmarks_float64",
-                "landmarks", "texture")
+                "landmarks", "texture", "group_by", "groups_csv", "video_stride", "max_group_frames", "sequence")
 
 
 @dataclass
@@ -47,6 +50,18 @@ class FitJobConfig(YamlConfig):
             ``max_image_pixels``, ``min_image_side``, ``min_face_px``, ``max_outside_fraction``, ``outside_margin``).
         landmarks: stage-1 settings (:class:`~diffface.fitting.LandmarkFitConfig`).
         texture: stage-2 settings (:class:`~diffface.fitting.texture_fitting.TextureFitConfig`).
+        group_by: ``none`` (every image alone), ``folder`` (a subfolder per subject), ``csv`` (``groups_csv``:
+            image,subject rows) or ``video`` (a video file or a folder of videos, a subject each); see
+            :mod:`diffface.fitting.job.groups`.
+        groups_csv: the CSV of ``group_by: csv`` (default: INPUT itself).
+        video_stride: with ``group_by: video``, fit every n-th frame.
+        max_group_frames: a subject with more frames is fitted in consecutive segments of this many frames
+            (each with its own identity; memory grows with the frames fitted together).
+        sequence: how a subject's frames are tied (:class:`~diffface.fitting.sequence_fitting.SequenceFitConfig`:
+            shared identity and albedo, ``smooth``: temporal smoothness; with ``smooth`` a subject's frames are one
+            video: one camera, the same focal length in every frame).
+        save_overlays: grouped jobs: ``none``, or ``gif``/``png``/``mp4``/``webm``: each subject's fitted mesh over
+            its frames as ``DIR/overlays/<subject>.<format>``.
     """
 
     model: str = "builtin"
@@ -68,6 +83,12 @@ class FitJobConfig(YamlConfig):
     limits: InputLimits = field(default_factory=InputLimits)
     landmarks: LandmarkFitConfig = field(default_factory=LandmarkFitConfig)
     texture: TextureFitConfig = field(default_factory=TextureFitConfig)
+    group_by: str = "none"
+    groups_csv: str = ""
+    video_stride: int = 1
+    max_group_frames: int = 512
+    sequence: SequenceFitConfig = field(default_factory=SequenceFitConfig)
+    save_overlays: str = "none"
 
     def __post_init__(self):
         self.stages = tuple(self.stages)
@@ -76,10 +97,14 @@ class FitJobConfig(YamlConfig):
                              f"got {','.join(self.stages)!r}")
         if self.detector not in DETECTORS:
             raise ValueError(f"unknown landmark source {self.detector!r}; choose one of {DETECTORS}")
+        if self.group_by not in GROUP_BY:
+            raise ValueError(f"group_by must be one of {GROUP_BY}, got {self.group_by!r}")
+        if self.save_overlays not in OVERLAY_FORMATS:
+            raise ValueError(f"save_overlays must be one of {OVERLAY_FORMATS}, got {self.save_overlays!r}")
         if self.save_meshes not in MESH_FORMATS:
             raise ValueError(f"save_meshes must be one of {MESH_FORMATS}, got {self.save_meshes!r}")
         for name, low in (("batch_size", 1), ("num_workers", 0), ("image_size", 16), ("overlay_samples", 0),
-                          ("overlay_every", 1)):
+                          ("overlay_every", 1), ("video_stride", 1), ("max_group_frames", 1)):
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be at least {low}, got {getattr(self, name)}")
         if not self.crop_scale > 0:

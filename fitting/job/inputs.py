@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from diffface.landmarks import (ImageReadError, InputLimits, NoFaceError, boxes_from_landmarks, check_face_input,
                                 crop_faces, crop_transform, list_images, make_detector, read_image, scan_image_folder,
                                 square_boxes)
 from diffface.landmarks.images import IMAGE_SUFFIXES
+from diffface.landmarks.tracking import LandmarkTracker
+from diffface.workers import worker_dies_with_parent
 
 MIN_LANDMARKS = 6  # fewer finite landmarks than this cannot pin down a pose
 
@@ -114,8 +118,9 @@ class FitImageDataset(Dataset):
 
     def __init__(self, items: Sequence[FitInput], detector: str, detector_options: dict, crop_size: int,
                  crop_scale: float, with_crops: bool, indices: Sequence[int] | None = None,
-                 limits: InputLimits = InputLimits()):
+                 limits: InputLimits = InputLimits(), track: bool = False):
         self.items = list(items)
+        self.track = track
         self.limits = limits
         self.indices = list(indices) if indices is not None else list(range(len(self.items)))
         self.detector_name, self.detector_options = detector, dict(detector_options)
@@ -135,9 +140,13 @@ class FitImageDataset(Dataset):
 
     def _load(self, item: FitInput) -> dict:
         if self._detector is None:
-            self._detector = make_detector(self.detector_name, **self.detector_options)
+            detector = make_detector(self.detector_name, **self.detector_options)
+            self._detector = LandmarkTracker(detector) if self.track else detector
         image = read_image(item.path, self.limits.max_image_pixels)
-        landmarks = self._detector.detect_one(image, item.path).landmarks
+        if self.track:
+            landmarks = self._detector.track(image, item.path).landmarks
+        else:
+            landmarks = self._detector.detect_one(image, item.path).landmarks
         finite = np.isfinite(landmarks).all(1)
         if finite.sum() < MIN_LANDMARKS:
             raise ValueError(f"{item.path}: only {int(finite.sum())} of 68 landmarks are usable "
@@ -154,6 +163,44 @@ class FitImageDataset(Dataset):
         return {"image_size": image.shape[:2], "landmarks": landmarks, "crop_matrix": matrix.numpy(), "crop": crop}
 
 
+class SubjectImageDataset(Dataset):
+    """The frames of one subject per item, read in order (a worker reads a whole subject), with the face box
+    tracked from frame to frame (:class:`~diffface.landmarks.LandmarkTracker`: the face detector runs on the
+    first frame and when the track is lost, not on every frame).
+
+    Items: list of :class:`FitItem` (one per frame; bad frames are failed items).
+    """
+
+    def __init__(self, subjects: Sequence[Sequence[FitInput]], detector: str, detector_options: dict, crop_size: int,
+                 crop_scale: float, with_crops: bool, limits: InputLimits = InputLimits()):
+        flat = [item for subject in subjects for item in subject]
+        self.stops = np.cumsum([len(subject) for subject in subjects]).tolist()
+        self.frames = FitImageDataset(flat, detector, detector_options, crop_size, crop_scale, with_crops,
+                                      limits=limits, track=True)
+
+    def __len__(self) -> int:
+        return len(self.stops)
+
+    def __getitem__(self, s: int) -> list[FitItem]:
+        start = self.stops[s - 1] if s else 0
+        if self.frames._detector is not None:
+            self.frames._detector.reset()
+        return [self.frames[i] for i in range(start, self.stops[s])]
+
+
 def keep_as_list(batch: list) -> list:
     """DataLoader ``collate_fn``: a batch stays a list of :class:`FitItem` (failed items carry no tensors)."""
     return batch
+
+
+def make_loader(dataset: Dataset, config, batch_size: int) -> DataLoader:
+    """The job's DataLoader over ``dataset``: ``config.num_workers`` workers that die with the job (even on
+    SIGKILL), spawned rather than forked for network detectors; batches stay lists."""
+    options = {}
+    if config.num_workers > 0:
+        # a worker must not outlive a job killed with SIGKILL (it would hold its memory forever)
+        options["worker_init_fn"] = partial(worker_dies_with_parent, os.getpid())
+        if config.detector in ("fan", "auto"):
+            options["multiprocessing_context"] = "spawn"  # a detector network must not be forked
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=config.num_workers,
+                      collate_fn=keep_as_list, **options)

@@ -68,6 +68,17 @@ class TensorBoardMonitor:
                 self.writer.add_scalar(f"energy/{name}", float(finite.mean()), step)
         self.writer.add_scalar("throughput/images_per_s", images_per_s, step)
 
+    def subject_scalars(self, subject: str, fit: BatchFit, step: int) -> None:
+        """A subject's mean energies per term and the jitter of its fitted landmarks (mean |second difference|,
+        pixels; frames in order)."""
+        for name, values in fit.energies.items():
+            finite = values[values.isfinite()]
+            if finite.numel():
+                self.writer.add_scalar(f"subjects/{subject}/{name}", float(finite.mean()), step)
+        if fit.landmarks.shape[0] >= 3:
+            second = fit.landmarks[2:] - 2 * fit.landmarks[1:-1] + fit.landmarks[:-2]
+            self.writer.add_scalar(f"subjects/{subject}/landmark_jitter_px", float(second.norm(dim=-1).mean()), step)
+
     def overlay(self, items: list[FitItem], fit: BatchFit, step: int) -> None:
         """Rows of (crop with observed landmarks green and fitted red, the fit rendered over the crop)."""
         n = min(self.config.overlay_samples, len(items))

@@ -311,3 +311,39 @@ def write_summary(out_dir: Path, listed: int, ranks: list[dict], left_out: dict[
     }
     write_text_atomic(out_dir / SUMMARY_NAME, json.dumps(summary, indent=1))
     return summary
+
+
+def record_failure(out_dir: Path, item: FitItem, rank: int, log) -> None:
+    """Write ``results/<key>.failed.json`` for a bad image and log it (``log.write(record)``)."""
+    record = {"image": item.image, "key": item.key, "status": "failed", "reason": item.reason,
+              "error": item.error, "rank": rank}
+    write_text_atomic(failure_path(out_dir, item.key), json.dumps(record))
+    log.write(record)
+
+
+def save_fitted_mesh(model: MorphableModel, fit: BatchFit, b: int, item: FitItem, config: FitJobConfig,
+                     out_dir: Path) -> None:
+    """Write ``meshes/<key>.<format>`` of item ``b`` of a fitted batch (none when its shape is not finite)."""
+    params = fit.params.index(slice(b, b + 1))
+    with torch.no_grad():
+        vertices = model.shape(params.alpha_id, params.alpha_exp)[0].cpu().numpy()
+        colours = None
+        if params.beta is not None and model.tex_dims:
+            colours = model.albedo(params.beta)[0].cpu().numpy()
+    if not np.isfinite(vertices).all():  # the result records the `nonfinite` flag; no mesh to write
+        return
+    path = Path(out_dir) / "meshes" / f"{item.key}.{config.save_meshes}"
+    write_mesh(path, vertices, model.triangles.cpu().numpy(), colours)
+
+
+def write_fitted(model: MorphableModel, fit: BatchFit, items: list[FitItem], config: FitJobConfig, out_dir: Path,
+                 rank: int, log) -> None:
+    """Write every item's result (and mesh), drop an earlier failure record of it, and log it."""
+    for b, item in enumerate(items):
+        if config.save_meshes != "none":
+            save_fitted_mesh(model, fit, b, item, config, out_dir)
+        write_fit_result(result_path(out_dir, item.key), result_arrays(item, fit, b, model, config))
+        failure_path(out_dir, item.key).unlink(missing_ok=True)
+        log.write({"image": item.image, "key": item.key, "status": "ok", "rank": rank,
+                   "energy": {k: float(v[b]) for k, v in fit.energies.items()},
+                   "flags": {k: bool(v[b]) for k, v in fit.flags.items()}})

@@ -17,29 +17,27 @@ without a shared disk, copy the ``results/`` folders together: file names never 
 from __future__ import annotations
 
 import json
-import os
 import time
-from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 import yaml
-from torch.utils.data import DataLoader
 
-from diffface.morphable_model import MorphableModel, load_morphable_model
-from diffface.workers import worker_dies_with_parent
+from diffface.morphable_model import load_morphable_model
 
 from diffface.atomic_io import TEMPORARY_GLOB, write_text_atomic
 from diffface.config_io import load_yaml
-from .batch import BatchFit, fit_batch
+from .batch import fit_batch
 from .config import FIT_SETTINGS, FitJobConfig, fit_settings
 from .distributed import barrier, gather, init_distributed, world_from_env
-from .inputs import FitImageDataset, FitInput, FitItem, keep_as_list, left_out_files, list_fit_inputs
+from .grouped import run_subjects
+from .groups import Subject, list_subjects
+from .inputs import FitImageDataset, FitInput, FitItem, left_out_files, list_fit_inputs, make_loader
+from .overlays import write_overlay_animation
 from .monitor import RunLog, TensorBoardMonitor, progress_bar
-from .results import (CONFIG_NAME, RESULTS_DIR, failure_path, read_fit_result, result_arrays, result_path,
-                      write_fit_result, write_mesh, write_summary)
+from .results import (CONFIG_NAME, RESULTS_DIR, failure_path, read_fit_result, record_failure, result_path,
+                      write_fitted, write_summary)
 
 
 def _check_compatible(out_dir: Path, config: FitJobConfig) -> None:
@@ -104,12 +102,20 @@ def run_fit_job(source: str | Path | Sequence[FitInput], out_dir: str | Path, co
         ValueError / FileNotFoundError: bad input or configuration, or ``out_dir`` holds results of other settings.
     """
     out_dir = Path(out_dir)
-    items = list(source) if not isinstance(source, (str, Path)) else list_fit_inputs(source)
-    left_out = left_out_files(source) if isinstance(source, (str, Path)) else {}
+    subjects, listing_failures = None, []
+    if config.group_by != "none":
+        if not isinstance(source, (str, Path)):
+            raise ValueError("a grouped job (group_by) lists its subjects from a folder, CSV or video path")
+        subjects, listing_failures = list_subjects(source, config.group_by, config.groups_csv or None, out_dir,
+                                                   config.video_stride)
+        items = [item for subject in subjects for item in subject.items]
+    else:
+        items = list(source) if not isinstance(source, (str, Path)) else list_fit_inputs(source)
+    left_out = left_out_files(source) if isinstance(source, (str, Path)) and Path(source).is_dir() else {}
     rank, world, local_rank = world_from_env()
     started_dist = init_distributed(world)
     try:
-        return _run(items, out_dir, config, rank, world, local_rank, on_batch, left_out)
+        return _run(items, out_dir, config, rank, world, local_rank, on_batch, left_out, subjects, listing_failures)
     finally:
         if started_dist:
             import torch.distributed as dist
@@ -118,7 +124,8 @@ def run_fit_job(source: str | Path | Sequence[FitInput], out_dir: str | Path, co
 
 
 def _run(items: list[FitInput], out_dir: Path, config: FitJobConfig, rank: int, world: int, local_rank: int,
-         on_batch, left_out: dict[str, int]) -> dict:
+         on_batch, left_out: dict[str, int], subjects: list[Subject] | None = None,
+         listing_failures: list[dict] = ()) -> dict:
     _check_compatible(out_dir, config)
     device = torch.device(config.device)
     if device.type == "cuda" and device.index is None and world > 1:
@@ -130,20 +137,16 @@ def _run(items: list[FitInput], out_dir: Path, config: FitJobConfig, rank: int, 
         config.to_yaml(out_dir / CONFIG_NAME)
     barrier(world)  # nobody writes before stale temporaries are gone
 
+    if subjects is not None:
+        return _run_grouped(model, subjects, out_dir, config, device, rank, world, on_batch, left_out,
+                            listing_failures, len(items))
     shard = [(i, item) for i, item in enumerate(items) if i % world == rank]
     refits = [record for _, item in shard if (record := _remove_unreadable_result(out_dir, item)) is not None]
     todo = [(i, item) for i, item in shard if not _is_done(out_dir, item.key, config.retry_failed)]
     dataset = FitImageDataset([item for _, item in todo], config.detector, config.detector_options,
                               config.image_size, config.crop_scale, "texture" in config.stages,
                               indices=[i for i, _ in todo], limits=config.limits)
-    loader_options = {}
-    if config.num_workers > 0:
-        # a worker must not outlive a job killed with SIGKILL (it would hold its memory forever)
-        loader_options["worker_init_fn"] = partial(worker_dies_with_parent, os.getpid())
-        if config.detector in ("fan", "auto"):
-            loader_options["multiprocessing_context"] = "spawn"  # a detector network must not be forked
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
-                        collate_fn=keep_as_list, **loader_options)
+    loader = make_loader(dataset, config, config.batch_size)
     log = RunLog(out_dir / f"log_rank{rank}.jsonl")
     for record in refits:
         log.write({**record, "rank": rank})
@@ -156,7 +159,7 @@ def _run(items: list[FitInput], out_dir: Path, config: FitJobConfig, rank: int, 
             good = [it for it in batch if it.status == "ok"]
             for it in batch:
                 if it.status != "ok":
-                    _record_failure(out_dir, it, rank, log)
+                    record_failure(out_dir, it, rank, log)
                     counts["failed"] += 1
             fitted = _fit_and_write(model, good, config, device, out_dir, rank, log, counts)
             elapsed = time.perf_counter() - start
@@ -175,23 +178,68 @@ def _run(items: list[FitInput], out_dir: Path, config: FitJobConfig, rank: int, 
         log.close()
         if board is not None:
             board.close()
+    figures = _figures(len(items), len(shard), len(shard) - len(todo), counts, start, rank, world, refits)
+    return _finish(figures, out_dir, len(items), rank, world, left_out)
+
+
+def _figures(listed: int, shard: int, skipped: int, counts: dict, start: float, rank: int, world: int,
+             refits: list[dict]) -> dict:
     seconds = time.perf_counter() - start
-    figures = {"images": len(items), "shard": len(shard), "skipped": len(shard) - len(todo), **counts,
-               "seconds": round(seconds, 3),
-               "images_per_s": round(counts["fitted"] / seconds, 3) if seconds > 0 and counts["fitted"] else None,
-               "rank": rank, "world_size": world, "refit": [{"key": r["key"], "reason": r["reason"]} for r in refits]}
+    return {"images": listed, "shard": shard, "skipped": skipped, **counts, "seconds": round(seconds, 3),
+            "images_per_s": round(counts["fitted"] / seconds, 3) if seconds > 0 and counts["fitted"] else None,
+            "rank": rank, "world_size": world, "refit": [{"key": r["key"], "reason": r["reason"]} for r in refits]}
+
+
+def _finish(figures: dict, out_dir: Path, listed: int, rank: int, world: int, left_out: dict) -> dict:
     every_rank = gather(figures, world)
     barrier(world)  # every rank's results are on disk before the summary is made
     if rank == 0:
-        figures["summary"] = write_summary(out_dir, len(items), every_rank, left_out=left_out)
+        figures["summary"] = write_summary(out_dir, listed, every_rank, left_out=left_out)
     return figures
 
 
-def _record_failure(out_dir: Path, item: FitItem, rank: int, log: RunLog) -> None:
-    record = {"image": item.image, "key": item.key, "status": "failed", "reason": item.reason,
-              "error": item.error, "rank": rank}
-    write_text_atomic(failure_path(out_dir, item.key), json.dumps(record))
-    log.write(record)
+def _run_grouped(model, subjects: list[Subject], out_dir: Path, config: FitJobConfig, device, rank: int, world: int,
+                 on_batch, left_out: dict, listing_failures: list[dict], listed: int) -> dict:
+    """The grouped job: subject ``i`` on rank ``i % world``; each fitted whole (:mod:`.grouped`)."""
+    shard = [s for i, s in enumerate(subjects) if i % world == rank]
+    log = RunLog(out_dir / f"log_rank{rank}.jsonl")
+    if rank == 0:
+        for record in listing_failures:  # an unreadable video: recorded, the others go on
+            write_text_atomic(failure_path(out_dir, record["key"]), json.dumps({**record, "rank": rank}))
+            log.write({**record, "rank": rank})
+    board = TensorBoardMonitor(out_dir, model, config) if (config.tensorboard and rank == 0) else None
+    counts = {"fitted": 0, "failed": len(listing_failures) if rank == 0 else 0, "subjects": 0}
+    frames = sum(len(s.items) for s in shard)
+    start, skipped = time.perf_counter(), [0]
+    bar = progress_bar(frames, 0, config.stages, enabled=config.progress and rank == 0)
+
+    def on_subject(subject: Subject, count: int, fitted, done_before: bool) -> None:
+        if done_before:
+            skipped[0] += count
+        else:
+            counts["subjects"] += 1
+        elapsed = time.perf_counter() - start
+        rate = counts["fitted"] / elapsed if elapsed > 0 else 0.0
+        if board is not None and fitted is not None:
+            board.scalars(fitted[0], rate, bar.n + count)
+            board.subject_scalars(subject.name, fitted[0], counts["subjects"])
+            board.overlay(fitted[1], fitted[0], bar.n + count)
+        if config.save_overlays != "none" and fitted is not None:
+            write_overlay_animation(model, fitted[1], fitted[0], out_dir, subject.name, config.save_overlays)
+        bar.update(count)
+        bar.set_postfix(images_per_s=f"{rate:.1f}", failed=counts["failed"])
+        if on_batch is not None and not done_before:
+            on_batch(count)
+
+    try:
+        run_subjects(model, shard, config, device, out_dir, rank, log, counts, on_subject)
+    finally:
+        bar.close()
+        log.close()
+        if board is not None:
+            board.close()
+    figures = _figures(listed, frames, skipped[0], counts, start, rank, world, [])
+    return _finish(figures, out_dir, listed, rank, world, left_out)
 
 
 def _fit_and_write(model, good: list[FitItem], config: FitJobConfig, device, out_dir: Path, rank: int, log: RunLog,
@@ -205,33 +253,12 @@ def _fit_and_write(model, good: list[FitItem], config: FitJobConfig, device, out
     except (ValueError, RuntimeError) as exc:
         if len(good) == 1:
             failure = good[0].failed(f"{good[0].image}: fitting failed: {exc}", type(exc).__name__)
-            _record_failure(out_dir, failure, rank, log)
+            record_failure(out_dir, failure, rank, log)
             counts["failed"] += 1
             return None
         # one bad sample must not cost the batch: fit each alone
         results = [_fit_and_write(model, [it], config, device, out_dir, rank, log, counts) for it in good]
         return next((r for r in results if r is not None), None)
-    for b, item in enumerate(good):
-        if config.save_meshes != "none":
-            _save_mesh(model, fit, b, item, config, out_dir)
-        write_fit_result(result_path(out_dir, item.key), result_arrays(item, fit, b, model, config))
-        failure_path(out_dir, item.key).unlink(missing_ok=True)
-        log.write({"image": item.image, "key": item.key, "status": "ok", "rank": rank,
-                   "energy": {k: float(v[b]) for k, v in fit.energies.items()},
-                   "flags": {k: bool(v[b]) for k, v in fit.flags.items()}})
-        counts["fitted"] += 1
+    write_fitted(model, fit, good, config, out_dir, rank, log)
+    counts["fitted"] += len(good)
     return fit, good
-
-
-def _save_mesh(model: MorphableModel, fit: BatchFit, b: int, item: FitItem, config: FitJobConfig,
-               out_dir: Path) -> None:
-    params = fit.params.index(slice(b, b + 1))
-    with torch.no_grad():
-        vertices = model.shape(params.alpha_id, params.alpha_exp)[0].cpu().numpy()
-        colours = None
-        if params.beta is not None and model.tex_dims:
-            colours = model.albedo(params.beta)[0].cpu().numpy()
-    if not np.isfinite(vertices).all():  # the result records the `nonfinite` flag; no mesh to write
-        return
-    path = Path(out_dir) / "meshes" / f"{item.key}.{config.save_meshes}"
-    write_mesh(path, vertices, model.triangles.cpu().numpy(), colours)
