@@ -79,15 +79,24 @@ def sample_scenes(model: MorphableModel, batch: int, config: SceneConfig = Scene
         for _ in range(batch)
     ])
     # place the model's centroid (not its origin) at the drawn offset, whatever the model's origin
-    centroid = model.mean_shape.mean(0).cpu()
-    rotated = (euler_to_rotation(angles) @ centroid) * model_to_camera_flip(centroid)
-    translation = translation - rotated
+    translation = translation - rotated_centroid(model, angles)
     device = model.mean_shape.device
     return FaceParameters(
         alpha_id=alpha_id, alpha_exp=alpha_exp, translation=translation, angles=angles,
         focal=torch.full((batch, 1), config.focal_px), principal_point=torch.full((batch, 2), half),
         beta=beta, sh=sh,
     ).to(device)
+
+
+def rotated_centroid(model: MorphableModel, angles: torch.Tensor) -> torch.Tensor:
+    """The model's mean-shape centroid rotated by ``angles`` into camera axes: a translation minus this puts the
+    centroid (not the model's origin) at that translation.
+
+    Shape:
+        angles: (B, 3) radians, on the CPU -> (B, 3) mm.
+    """
+    centroid = model.mean_shape.mean(0).cpu()
+    return (euler_to_rotation(angles) @ centroid) * model_to_camera_flip(centroid)
 
 
 def noisy_landmarks(landmarks_2d: torch.Tensor, noise_px: float, seed: int = 0) -> torch.Tensor:

@@ -18,6 +18,9 @@ Output folder::
 
 Subdivision appends the edge midpoints after the original vertices, so model vertex ``i`` is
 vertex ``i`` of the ground-truth mesh too (landmark indices carry over).
+
+:mod:`diffface.app.synth_sequences` writes video sequences with the same pieces (:func:`prepare_output`,
+:func:`write_faces`, :func:`benchmark_manifest`).
 """
 
 from __future__ import annotations
@@ -129,9 +132,10 @@ def sample_name(index: int) -> str:
     return f"face_{index:04d}"
 
 
-def face_seed(seed: int, index: int) -> int:
-    """A well-mixed seed for face ``index`` of a benchmark, so that each face is independent of batching."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+def face_seed(seed: int, *keys: int) -> int:
+    """A well-mixed seed for face ``keys`` of a benchmark (its index; or a sequence, a stream and a frame), so
+    that each face is independent of batching and of the other faces."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
 
 
 # -- ground-truth geometry ------------------------------------------------------------------------
@@ -194,8 +198,9 @@ def smooth_displacement_field(points: torch.Tensor, amplitude_mm: torch.Tensor, 
 
 
 def ground_truth_meshes(model: MorphableModel, params: FaceParameters, amplitude_mm: torch.Tensor,
-                        wave_vectors: torch.Tensor, phases: torch.Tensor,
-                        levels: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                        wave_vectors: torch.Tensor, phases: torch.Tensor, levels: int = 1,
+                        detail_on_neutral: bool = False,
+                        batch_invariant: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """True model-space meshes outside the model's span: subdivided, then displaced along the normals.
 
     Args:
@@ -203,6 +208,10 @@ def ground_truth_meshes(model: MorphableModel, params: FaceParameters, amplitude
         params: the true parameters (``beta`` may be None: mean albedo).
         amplitude_mm, wave_vectors, phases: the displacement field (:func:`smooth_displacement_field`).
         levels: rounds of midpoint subdivision.
+        detail_on_neutral: evaluate the field on the expression-free shape instead of the mesh itself, so that
+            a subject's detail is the same on every vertex whatever the expression (video sequences).
+        batch_invariant: build each face's model shape and albedo on its own: a batched matrix product rounds
+            differently with the batch size (about 1e-5 mm, which shows in the stored 0.1 µm).
 
     Returns:
         ``(vertices, faces, albedo)`` of the ground-truth meshes; the first ``V`` vertices are the
@@ -211,12 +220,17 @@ def ground_truth_meshes(model: MorphableModel, params: FaceParameters, amplitude
     Shape:
         -> vertices (B, V', 3), faces (F', 3), albedo (B, V', 3), with V' > V and F' = 4^levels·F.
     """
-    vertices, albedo = model.from_parameters(params)
+    each = [params.index(slice(i, i + 1)) for i in range(params.batch_size)] if batch_invariant else [params]
+    vertices, albedo = (torch.cat(parts) for parts in zip(*(model.from_parameters(p) for p in each)))
+    neutral = (torch.cat([model.shape(p.alpha_id, torch.zeros_like(p.alpha_exp)) for p in each])
+               if detail_on_neutral else None)
     faces = model.triangles
     for _ in range(levels):
         edges, faces = midpoint_subdivision(faces, vertices.shape[1])
         vertices, albedo = subdivide_attributes(vertices, edges), subdivide_attributes(albedo, edges)
-    displacement = smooth_displacement_field(vertices, amplitude_mm, wave_vectors, phases)
+        neutral = None if neutral is None else subdivide_attributes(neutral, edges)
+    displacement = smooth_displacement_field(vertices if neutral is None else neutral, amplitude_mm, wave_vectors,
+                                             phases)
     vertices = vertices + displacement[..., None] * vertex_normals(vertices, faces)
     return vertices, faces, albedo
 
@@ -235,14 +249,20 @@ def textured_backgrounds(batch: int, image_size: int, seed: int = 0) -> torch.Te
     return (random_backgrounds(batch, image_size, seed) + 0.25 * texture).clamp(0, 1)
 
 
-def gaussian_blur(images: torch.Tensor, sigma_px: torch.Tensor) -> torch.Tensor:
+def gaussian_blur(images: torch.Tensor, sigma_px: torch.Tensor, radius_px: int | None = None) -> torch.Tensor:
     """Blur each image with its own isotropic Gaussian (σ = 0 leaves it unchanged), edges replicated.
+
+    The kernels are cut at ``radius_px`` (default: 3σ of the batch's largest σ, so an image's result depends a
+    little on the others in its batch; give a fixed radius for results independent of batching).
 
     Shape:
         images: (B, C, H, W); sigma_px: (B,) -> (B, C, H, W).
     """
     B, C, H, W = images.shape
-    radius = max(int(math.ceil(3 * float(sigma_px.max()))), 1) if B else 1
+    if radius_px is not None:
+        radius = max(int(radius_px), 1)
+    else:
+        radius = max(int(math.ceil(3 * float(sigma_px.max()))), 1) if B else 1
     offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
     sigma = sigma_px.to(images)[:, None]
     kernel = torch.where(sigma > 0, torch.exp(-0.5 * (offsets / sigma.clamp_min(1e-6)) ** 2),
@@ -399,20 +419,22 @@ def write_params_npz(path: Path, model: MorphableModel, params: FaceParameters, 
 # -- the benchmark ---------------------------------------------------------------------------------
 
 @dataclass
-class _FaceDraws:
+class FaceDraws:
     """Per-face random settings, each face from its own generator (independent of batching)."""
 
-    generator: torch.Generator
+    generator: torch.Generator  # occluders and image noise
     amplitude_mm: float
     wave_vectors: torch.Tensor  # (K, 3) rad/mm
     phases: torch.Tensor  # (K,)
     noise_std: float
     blur_sigma_px: float
-    seed: int
+    seed: int  # landmark noise
+    background_seed: int
 
 
-def _draw_face(config: SynthBenchmarkConfig, index: int) -> _FaceDraws:
-    seed = face_seed(config.scene.seed, index)
+def draw_face(config: SynthBenchmarkConfig, seed: int) -> FaceDraws:
+    """The detail, blur and noise settings of one face, from its seed (:func:`face_seed`); the returned
+    generator goes on from there."""
     g = torch.Generator().manual_seed(seed)
     low, high = config.displacement_mm
     amplitude = low + (high - low) * float(torch.rand(1, generator=g))
@@ -423,21 +445,23 @@ def _draw_face(config: SynthBenchmarkConfig, index: int) -> _FaceDraws:
     phases = torch.rand(K, generator=g) * 2 * math.pi
     noise_std = config.noise_std_max * float(torch.rand(1, generator=g))
     blur = config.blur_sigma_max_px * float(torch.rand(1, generator=g))
-    return _FaceDraws(g, amplitude, 2 * math.pi * directions / wavelengths, phases, noise_std, blur, seed)
+    return FaceDraws(g, amplitude, 2 * math.pi * directions / wavelengths, phases, noise_std, blur, seed, seed)
 
 
-def _render_chunk(model: MorphableModel, renderer, params: FaceParameters, draws: list[_FaceDraws],
-                  config: SynthBenchmarkConfig) -> dict:
-    """Ground-truth meshes, degraded photos and landmarks of one batch of faces."""
+def _render_chunk(model: MorphableModel, renderer, params: FaceParameters, draws: list[FaceDraws],
+                  config: SynthBenchmarkConfig, blur_radius_px: int | None = None,
+                  detail_on_neutral: bool = False, batch_invariant: bool = False) -> dict:
+    """Ground-truth meshes, degraded photos and landmarks of one batch of faces (``blur_radius_px``:
+    :func:`gaussian_blur`; ``detail_on_neutral``, ``batch_invariant``: :func:`ground_truth_meshes`)."""
     device = params.translation.device
     size = config.scene.image_size
     vertices, faces, albedo = ground_truth_meshes(
         model, params, torch.tensor([d.amplitude_mm for d in draws], device=device),
         torch.stack([d.wave_vectors for d in draws]).to(device), torch.stack([d.phases for d in draws]).to(device),
-        config.subdivision_levels)
+        config.subdivision_levels, detail_on_neutral, batch_invariant)
     out = renderer(vertices, faces, albedo, params.sh, angles=params.angles, translation=params.translation,
                    focal=params.focal, principal_point=params.principal_point)
-    backgrounds = torch.cat([textured_backgrounds(1, size, d.seed) for d in draws]).to(device)
+    backgrounds = torch.cat([textured_backgrounds(1, size, d.background_seed) for d in draws]).to(device)
     face_mask = out.fragments.mask
     images = torch.where(face_mask[:, None], out.images.permute(0, 3, 1, 2), backgrounds).clamp(0, 1)
 
@@ -445,7 +469,7 @@ def _render_chunk(model: MorphableModel, renderer, params: FaceParameters, draws
                                   config.max_occluded_fraction) for i, d in enumerate(draws)]
     occluder_mask = torch.stack([m for m, _, _ in occluders]).to(device)
     images = torch.where(occluder_mask[:, None], torch.stack([c for _, c, _ in occluders]).to(device), images)
-    images = gaussian_blur(images, torch.tensor([d.blur_sigma_px for d in draws]))
+    images = gaussian_blur(images, torch.tensor([d.blur_sigma_px for d in draws]), blur_radius_px)
     noise = torch.stack([torch.randn(3, size, size, generator=d.generator) * d.noise_std for d in draws])
     images = (images + noise.to(device)).clamp(0, 1)
 
@@ -463,6 +487,123 @@ def _render_chunk(model: MorphableModel, renderer, params: FaceParameters, draws
         "occluders": [n for _, _, n in occluders],
         "occluded_fraction": ((occluder_mask & face_mask).sum((1, 2)) / face_pixels).tolist(),
         "face_pixels": face_mask.sum((1, 2)).tolist(),
+    }
+
+
+def prepare_output(out: Path, config: SynthBenchmarkConfig, model: MorphableModel | None = None) -> MorphableModel:
+    """Check ``out`` (new, empty, or a previous benchmark: :func:`_previous_benchmark_files`), load the model
+    (unless given), then remove the previous benchmark's files and make ``images/`` and ``meshes/``.
+
+    Returns:
+        The model, on ``config.device``.
+    """
+    stale = _previous_benchmark_files(out)  # checked before the model loads, so bad folders fail fast
+    model = (model if model is not None else load_morphable_model(config.model)).to(torch.device(config.device))
+    for path in stale:  # so no face of a larger previous run survives
+        path.unlink(missing_ok=True)
+    for folder in sorted({path.parent for path in stale if path.parent.parent == out / "images"}):
+        if folder.is_dir() and not any(folder.iterdir()):  # a previous sequence's image folder
+            folder.rmdir()
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "meshes").mkdir(exist_ok=True)
+    return model
+
+
+def write_faces(out: Path, model: MorphableModel, config: SynthBenchmarkConfig, truth: FaceParameters,
+                draws: list[FaceDraws], names: list[str], image_stems: list[str],
+                progress: Callable[[int], None] | None = None,
+                **render_options) -> tuple[list[dict], dict[str, np.ndarray], tuple[int, int]]:
+    """Render the faces ``truth`` in batches of ``config.batch_size`` and write each one's files.
+
+    Face ``i`` is written as ``out/IMAGE_STEM.png`` + ``.pts`` (``image_stems[i]``, relative to ``out``),
+    ``out/meshes/NAME.obj`` and ``out/meshes/NAME_landmarks.npy`` (``names[i]``).
+
+    Args:
+        render_options: passed to :func:`_render_chunk`.
+
+    Returns:
+        ``(samples, arrays, mesh_size)``: the manifest's entry of every face, the per-face arrays of
+        ``params.npz`` (landmarks and degradation settings) and ``(vertices, faces)`` of the ground-truth meshes.
+    """
+    size = config.scene.image_size
+    renderer = FaceRenderer(model, size, per_pixel=True, backend=config.backend).renderer
+    samples, per_face = [], {key: [] for key in ("landmarks_2d", "landmarks_2d_clean", "landmark_vertex_indices")}
+    mesh_size = (0, 0)
+    obj_writer = None
+    for start in range(0, len(names), config.batch_size):
+        stop = min(start + config.batch_size, len(names))
+        with torch.no_grad():
+            chunk = _render_chunk(model, renderer, truth.index(slice(start, stop)), draws[start:stop], config,
+                                  **render_options)
+        faces_np = chunk["faces"].cpu().numpy()
+        if obj_writer is None:  # every face of a benchmark has the same (subdivided) topology
+            obj_writer = _ObjWriter(faces_np)
+        mesh_size = (int(chunk["vertices"].shape[1]), len(faces_np))
+        for k, i in enumerate(range(start, stop)):
+            name, image = names[i], image_stems[i]
+            _write_png(out / f"{image}.png", to_uint8_image(chunk["images"][k]))
+            write_pts(out / f"{image}.pts", chunk["landmarks_2d"][k].cpu().double().numpy())
+            obj_writer.write(out / "meshes" / f"{name}.obj", chunk["vertices"][k].cpu().numpy())
+            _write_npy(out / "meshes" / f"{name}_landmarks.npy", chunk["landmarks_3d"][k].cpu().double().numpy())
+            pitch, yaw, roll = (math.degrees(a) for a in truth.angles[i].tolist())
+            samples.append({
+                "name": name, "image": f"{image}.png", "landmarks": f"{image}.pts",
+                "mesh": f"meshes/{name}.obj", "landmarks_3d": f"meshes/{name}_landmarks.npy",
+                "yaw_deg": yaw, "pitch_deg": pitch, "roll_deg": roll,
+                "noise_std": draws[i].noise_std, "blur_sigma_px": draws[i].blur_sigma_px,
+                "occluders": chunk["occluders"][k], "occluded_fraction": chunk["occluded_fraction"][k],
+                "face_pixels": int(chunk["face_pixels"][k]), "displacement_amplitude_mm": draws[i].amplitude_mm,
+                "landmark_error_interocular": chunk["landmark_error_interocular"][k],
+            })
+        for key in per_face:
+            per_face[key].append(chunk[key].cpu().numpy())
+        if progress is not None:
+            progress(stop - start)
+    arrays = {key: np.concatenate(value) for key, value in per_face.items()}
+    arrays.update({key: np.array([s[key] for s in samples], dtype=np.float64)
+                   for key in ("noise_std", "blur_sigma_px", "occluded_fraction", "displacement_amplitude_mm")})
+    return samples, arrays, mesh_size
+
+
+def benchmark_manifest(config_record: dict, config: SynthBenchmarkConfig, model: MorphableModel,
+                       mesh_size: tuple[int, int], samples: list[dict], **entries) -> dict:
+    """What ``manifest.json`` holds: format, ``config_record`` (the config as drawn), the model's identity,
+    the ground-truth mesh and landmark settings (from ``config``), ``entries``, then ``samples``."""
+    return {
+        "format": FORMAT_NAME, "version": FORMAT_VERSION,
+        "config": config_record,
+        "model": {"name": model.name, "spec": config.model, "fingerprint": model.fingerprint,
+                  "vertices": model.num_vertices, "faces": int(model.triangles.shape[0])},
+        "ground_truth_mesh": {"space": "model, millimetres", "decimals": STORED_DECIMALS_MM,
+                              "subdivision": "midpoint", "levels": config.subdivision_levels,
+                              "vertices": mesh_size[0], "faces": mesh_size[1],
+                              "first_vertices_are_model_vertices": model.num_vertices},
+        "landmarks": {"pts": "0-based pixels + 1 (300W)", "noise_px": config.scene.landmark_noise_px,
+                      "offset_px": config.scene.landmark_offset_px, "scale": config.scene.landmark_scale,
+                      "contour_slide_px": config.scene.contour_slide_px,
+                      "error_interocular_mean": float(np.mean([s["landmark_error_interocular"] for s in samples])),
+                      "landmarks_3d": "the model's 68 landmark vertices on the ground-truth mesh, NaN if undefined"},
+        "params": "params.npz",
+        **entries,
+        "samples": samples,
+    }
+
+
+def benchmark_summary(config: SynthBenchmarkConfig, model: MorphableModel, mesh_size: tuple[int, int],
+                      samples: list[dict], started: float, out: Path) -> dict:
+    """The figures a run prints: sizes, the largest yaw, mean degradations, seconds since ``started``, paths."""
+    return {
+        "image_size": config.scene.image_size, "model": model.name,
+        "mesh_vertices": mesh_size[0], "mesh_faces": mesh_size[1],
+        "model_vertices": model.num_vertices, "model_faces": int(model.triangles.shape[0]),
+        "yaw_abs_max_deg": max(abs(s["yaw_deg"]) for s in samples),
+        "occluded_faces": sum(s["occluders"] > 0 for s in samples),
+        "noise_std_mean": float(np.mean([s["noise_std"] for s in samples])),
+        "blur_sigma_px_mean": float(np.mean([s["blur_sigma_px"] for s in samples])),
+        "displacement_mm_mean": float(np.mean([s["displacement_amplitude_mm"] for s in samples])),
+        "landmark_error_interocular_mean": float(np.mean([s["landmark_error_interocular"] for s in samples])),
+        "seconds": time.perf_counter() - started,
+        "out": str(out), "manifest": str(out / "manifest.json"),
     }
 
 
@@ -488,83 +629,13 @@ def generate_benchmark(out_dir: str | Path, config: SynthBenchmarkConfig = Synth
     config.validate()
     started = time.perf_counter()
     out = Path(out_dir)
-    device = torch.device(config.device)
-    stale = _previous_benchmark_files(out)  # checked before the model loads, so bad folders fail fast
-    model = (model if model is not None else load_morphable_model(config.model)).to(device)
-    for path in stale:  # so no face of a larger previous run survives
-        path.unlink(missing_ok=True)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "meshes").mkdir(exist_ok=True)
-    size = config.scene.image_size
-    renderer = FaceRenderer(model, size, per_pixel=True, backend=config.backend).renderer
+    model = prepare_output(out, config, model)
     truth = sample_scenes(model, config.num_faces, config.scene)
     names = [sample_name(i) for i in range(config.num_faces)]
-    draws = [_draw_face(config, i) for i in range(config.num_faces)]
-
-    samples, per_face = [], {key: [] for key in ("landmarks_2d", "landmarks_2d_clean", "landmark_vertex_indices")}
-    mesh_size = (0, 0)
-    obj_writer = None
-    for start in range(0, config.num_faces, config.batch_size):
-        stop = min(start + config.batch_size, config.num_faces)
-        with torch.no_grad():
-            chunk = _render_chunk(model, renderer, truth.index(slice(start, stop)), draws[start:stop], config)
-        faces_np = chunk["faces"].cpu().numpy()
-        if obj_writer is None:  # every face of a benchmark has the same (subdivided) topology
-            obj_writer = _ObjWriter(faces_np)
-        mesh_size = (int(chunk["vertices"].shape[1]), len(faces_np))
-        for k, i in enumerate(range(start, stop)):
-            name = names[i]
-            _write_png(out / "images" / f"{name}.png", to_uint8_image(chunk["images"][k]))
-            write_pts(out / "images" / f"{name}.pts", chunk["landmarks_2d"][k].cpu().double().numpy())
-            obj_writer.write(out / "meshes" / f"{name}.obj", chunk["vertices"][k].cpu().numpy())
-            _write_npy(out / "meshes" / f"{name}_landmarks.npy", chunk["landmarks_3d"][k].cpu().double().numpy())
-            pitch, yaw, roll = (math.degrees(a) for a in truth.angles[i].tolist())
-            samples.append({
-                "name": name, "image": f"images/{name}.png", "landmarks": f"images/{name}.pts",
-                "mesh": f"meshes/{name}.obj", "landmarks_3d": f"meshes/{name}_landmarks.npy",
-                "yaw_deg": yaw, "pitch_deg": pitch, "roll_deg": roll,
-                "noise_std": draws[i].noise_std, "blur_sigma_px": draws[i].blur_sigma_px,
-                "occluders": chunk["occluders"][k], "occluded_fraction": chunk["occluded_fraction"][k],
-                "face_pixels": int(chunk["face_pixels"][k]), "displacement_amplitude_mm": draws[i].amplitude_mm,
-                "landmark_error_interocular": chunk["landmark_error_interocular"][k],
-            })
-        for key in per_face:
-            per_face[key].append(chunk[key].cpu().numpy())
-        if progress is not None:
-            progress(stop - start)
-
-    extra = {key: np.concatenate(value) for key, value in per_face.items()}
-    extra.update({key: np.array([s[key] for s in samples], dtype=np.float64)
-                  for key in ("noise_std", "blur_sigma_px", "occluded_fraction", "displacement_amplitude_mm")})
-    write_params_npz(out / "params.npz", model, truth, names, size, extra)
-    manifest = {
-        "format": FORMAT_NAME, "version": FORMAT_VERSION,
-        "config": asdict(config),
-        "model": {"name": model.name, "spec": config.model, "fingerprint": model.fingerprint,
-                  "vertices": model.num_vertices, "faces": int(model.triangles.shape[0])},
-        "ground_truth_mesh": {"space": "model, millimetres", "decimals": STORED_DECIMALS_MM,
-                              "subdivision": "midpoint", "levels": config.subdivision_levels,
-                              "vertices": mesh_size[0], "faces": mesh_size[1],
-                              "first_vertices_are_model_vertices": model.num_vertices},
-        "landmarks": {"pts": "0-based pixels + 1 (300W)", "noise_px": config.scene.landmark_noise_px,
-                      "offset_px": config.scene.landmark_offset_px, "scale": config.scene.landmark_scale,
-                      "contour_slide_px": config.scene.contour_slide_px,
-                      "error_interocular_mean": float(np.mean([s["landmark_error_interocular"] for s in samples])),
-                      "landmarks_3d": "the model's 68 landmark vertices on the ground-truth mesh, NaN if undefined"},
-        "params": "params.npz",
-        "samples": samples,
-    }
+    draws = [draw_face(config, face_seed(config.scene.seed, i)) for i in range(config.num_faces)]
+    samples, arrays, mesh_size = write_faces(out, model, config, truth, draws, names,
+                                             [f"images/{name}" for name in names], progress)
+    write_params_npz(out / "params.npz", model, truth, names, config.scene.image_size, arrays)
+    manifest = benchmark_manifest(asdict(config), config, model, mesh_size, samples)
     write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=1))
-    return {
-        "faces": config.num_faces, "image_size": size, "model": model.name,
-        "mesh_vertices": mesh_size[0], "mesh_faces": mesh_size[1],
-        "model_vertices": model.num_vertices, "model_faces": int(model.triangles.shape[0]),
-        "yaw_abs_max_deg": max(abs(s["yaw_deg"]) for s in samples),
-        "occluded_faces": sum(s["occluders"] > 0 for s in samples),
-        "noise_std_mean": float(np.mean([s["noise_std"] for s in samples])),
-        "blur_sigma_px_mean": float(np.mean([s["blur_sigma_px"] for s in samples])),
-        "displacement_mm_mean": float(np.mean([s["displacement_amplitude_mm"] for s in samples])),
-        "landmark_error_interocular_mean": float(np.mean([s["landmark_error_interocular"] for s in samples])),
-        "seconds": time.perf_counter() - started,
-        "out": str(out), "manifest": str(out / "manifest.json"),
-    }
+    return {"faces": config.num_faces, **benchmark_summary(config, model, mesh_size, samples, started, out)}
