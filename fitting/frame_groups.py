@@ -112,7 +112,9 @@ class FrameGroups:
         if B < n:
             return DifferenceOperator(torch.zeros(0, n, dtype=torch.long, device=device),
                                       DIFFERENCE_COEFFICIENTS[order], B)
-        windows = torch.arange(B, device=device).unfold(0, n, 1)  # (B - order, n)
+        # each subject's frames side by side, in batch order: a subject's frames need not be contiguous
+        by_subject = torch.sort(self.subject, stable=True).indices
+        windows = by_subject.unfold(0, n, 1)  # (B - order, n)
         same = (self.subject[windows] == self.subject[windows[:, :1]]).all(-1)
         same &= self.ordered[self.subject[windows[:, 0]]]
         return DifferenceOperator(windows[same].contiguous(), DIFFERENCE_COEFFICIENTS[order], B)

@@ -326,14 +326,16 @@ class _Stage2Energy:
         albedo_prior = (params.beta / model.albedo_std.clamp_min(1e-12)).pow(2).sum(-1)
         exp_sigma = params.alpha_exp / model.exp_std.clamp_min(1e-12)
         exp_prior = exp_sigma.pow(2).sum(-1)
-        energy = texture + config.c_lands * landmarks + config.r_exp * exp_prior
         terms = {"texture": texture, "landmarks": landmarks, "albedo_prior": albedo_prior, "exp_prior": exp_prior,
                  "output": out}
-        if self.ties is None:
-            energy = energy + config.r_beta * albedo_prior
-        else:  # a shared albedo's prior counts once per subject; the smoothness rows charge their first frame
+        # a shared albedo's prior counts once per subject; one order of the sum with and without ties keeps an
+        # untied fit's energies as they were, bit for bit
+        albedo_share = 1.0 if self.ties is None else self.ties.prior_share(texture.dtype)
+        energy = (texture + config.c_lands * landmarks + config.r_beta * albedo_prior * albedo_share
+                  + config.r_exp * exp_prior)
+        if self.ties is not None:  # the smoothness rows charge their first frame
             terms["smoothness"] = self.ties.smoothness(params.angles, params.translation, exp_sigma)
-            energy = energy + config.r_beta * albedo_prior * self.ties.prior_share(energy.dtype) + terms["smoothness"]
+            energy = energy + terms["smoothness"]
         return {"energy": energy, **terms}
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from diffface.threads import torch_threads
+
 SHARED_ENV = "DIFFFACE_SHARED"
 REQUIRE_ENV = "DIFFFACE_REQUIRE_SHARED"
 
@@ -73,6 +75,16 @@ def chromium_path(optional_import) -> Path:
             pytest.fail(f"{OPTIONAL_ENV}=1 but {reason}")
         pytest.skip(reason)
     return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one CPU thread through a test module (its module fixtures too, when it is listed first: e.g.
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``): tiny tensors gain nothing from more threads, and
+    two OpenMP threads on loaded cores run many times slower (measured 20x on stage 2 at 64 px; see
+    ``LandmarkFitConfig.cpu_threads``)."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])

@@ -38,9 +38,11 @@ def _fit_segment(model: MorphableModel, subject: Subject, items: list[FitItem], 
 
 
 def fit_subject(model: MorphableModel, subject: Subject, frames: list[FitItem], config: FitJobConfig,
-                device: torch.device, out_dir: Path, rank: int, log, counts: dict) -> tuple[BatchFit, list] | None:
-    """Fit one subject's frames and write their results and the identity file; returns the last segment's
-    (fit, items) for TensorBoard, or None when no frame could be fitted."""
+                device: torch.device, out_dir: Path, rank: int, log,
+                counts: dict) -> list[tuple[BatchFit, list]] | None:
+    """Fit one subject's frames and write their results and the identity file; returns every fitted segment's
+    (fit, items), in order (TensorBoard shows the last, the overlay animation all), or None when no frame could be
+    fitted."""
     for item in frames:
         if item.status != "ok":
             record_failure(out_dir, item, rank, log)
@@ -49,7 +51,7 @@ def fit_subject(model: MorphableModel, subject: Subject, frames: list[FitItem], 
     if len(good) == 1 and len(frames) >= 1:
         log.write({"subject": subject.name, "status": "note", "rank": rank,
                    "reason": f"subject {subject.name}: one usable image of {len(frames)}; its identity rests on it alone"})
-    identities, betas, energies, segments, keys, last = [], [], [], [], [], None
+    identities, betas, energies, segments, keys, fitted = [], [], [], [], [], []
     size = config.max_group_frames
     for start in range(0, len(good), size):
         segment = good[start:start + size]
@@ -69,7 +71,7 @@ def fit_subject(model: MorphableModel, subject: Subject, frames: list[FitItem], 
         energies.append(float(fit.energies["landmarks/total"].sum()))
         segments.append((start, start + len(segment)))
         keys.extend(item.key for item in segment)
-        last = (fit, segment)
+        fitted.append((fit, segment))
     if not identities:
         record = {"subject": subject.name, "status": "failed", "rank": rank, "frames": len(frames),
                   "reason": f"subject {subject.name}: none of its {len(frames)} images could be fitted"}
@@ -80,7 +82,7 @@ def fit_subject(model: MorphableModel, subject: Subject, frames: list[FitItem], 
                    np.stack(betas) if betas else None, np.array(segments), model.name, model.fingerprint,
                    np.array(energies))
     subject_failure_path(out_dir, subject.name).unlink(missing_ok=True)
-    return last
+    return fitted
 
 
 def run_subjects(model: MorphableModel, subjects: list[Subject], config: FitJobConfig, device: torch.device,

@@ -64,12 +64,13 @@ def overlay_frames(model: MorphableModel, items: list[FitItem], fit: BatchFit, m
     return pictures
 
 
-def write_overlay_animation(model: MorphableModel, items: list[FitItem], fit: BatchFit, out_dir: Path, subject: str,
-                            fmt: str, fps: float = 10) -> Path:
-    """Write ``out_dir/overlays/<subject>.<fmt>`` for a fitted subject (frames of other sizes are scaled to the first's)."""
+def write_overlay_animation(model: MorphableModel, segments: list[tuple[BatchFit, list[FitItem]]], out_dir: Path,
+                            subject: str, fmt: str, fps: float = 10) -> Path:
+    """Write ``out_dir/overlays/<subject>.<fmt>`` for a fitted subject: every frame of its fitted segments
+    (``(fit, items)`` in order), frames of other sizes scaled to the first's."""
     if fmt not in OVERLAY_FORMATS[1:]:
         raise ValueError(f"overlay format must be one of {OVERLAY_FORMATS[1:]}, got {fmt!r}")
-    pictures = overlay_frames(model, items, fit)
+    pictures = [picture for fit, items in segments for picture in overlay_frames(model, items, fit)]
     first = pictures[0].shape[:2]
     pictures = [p if p.shape[:2] == first else np.asarray(Image.fromarray(p).resize((first[1], first[0])))
                 for p in pictures]

@@ -221,11 +221,12 @@ def _run_grouped(model, subjects: list[Subject], out_dir: Path, config: FitJobCo
         elapsed = time.perf_counter() - start
         rate = counts["fitted"] / elapsed if elapsed > 0 else 0.0
         if board is not None and fitted is not None:
-            board.scalars(fitted[0], rate, bar.n + count)
-            board.subject_scalars(subject.name, fitted[0], counts["subjects"])
-            board.overlay(fitted[1], fitted[0], bar.n + count)
+            last_fit, last_items = fitted[-1]
+            board.scalars(last_fit, rate, bar.n + count)
+            board.subject_scalars(subject.name, last_fit, counts["subjects"])
+            board.overlay(last_items, last_fit, bar.n + count)
         if config.save_overlays != "none" and fitted is not None:
-            write_overlay_animation(model, fitted[1], fitted[0], out_dir, subject.name, config.save_overlays)
+            write_overlay_animation(model, fitted, out_dir, subject.name, config.save_overlays)
         bar.update(count)
         bar.set_postfix(images_per_s=f"{rate:.1f}", failed=counts["failed"])
         if on_batch is not None and not done_before:
