@@ -20,7 +20,7 @@ from diffface.morphable_model import MorphableModel
 from ..frame_groups import FrameGroups
 from .batch import BatchFit, fit_batch
 from .config import FitJobConfig
-from .groups import Subject, identity_path, subject_failure_path, write_identity
+from .groups import Subject, frames_csv, frames_csv_path, identity_path, subject_failure_path, write_identity
 from .inputs import FitItem, SubjectImageDataset, make_loader
 from .results import record_failure, write_fitted
 
@@ -51,7 +51,7 @@ def fit_subject(model: MorphableModel, subject: Subject, frames: list[FitItem], 
     if len(good) == 1 and len(frames) >= 1:
         log.write({"subject": subject.name, "status": "note", "rank": rank,
                    "reason": f"subject {subject.name}: one usable image of {len(frames)}; its identity rests on it alone"})
-    identities, betas, energies, segments, keys, fitted = [], [], [], [], [], []
+    identities, betas, energies, segments, keys, fitted, rows = [], [], [], [], [], [], []
     size = config.max_group_frames
     for start in range(0, len(good), size):
         segment = good[start:start + size]
@@ -65,9 +65,14 @@ def fit_subject(model: MorphableModel, subject: Subject, frames: list[FitItem], 
             continue
         write_fitted(model, fit, segment, config, out_dir, rank, log)
         counts["fitted"] += len(segment)
-        identities.append(fit.params.alpha_id[0].cpu().numpy())
+        # one identity per segment (the frames' mean when the identity is not shared: a summary only)
+        summary = (lambda t: t[0]) if config.sequence.share_identity else (lambda t: t.mean(0))  # noqa: E731
+        identities.append(summary(fit.params.alpha_id).cpu().numpy())
         if fit.params.beta is not None:
-            betas.append(fit.params.beta[0].cpu().numpy())
+            betas.append(summary(fit.params.beta).cpu().numpy())
+        p = fit.params
+        rows.append([t.detach().cpu().double().numpy() for t in (p.angles, p.translation, p.focal, p.principal_point,
+                                                                  p.alpha_exp, fit.energies["landmarks/landmarks"])])
         energies.append(float(fit.energies["landmarks/total"].sum()))
         segments.append((start, start + len(segment)))
         keys.extend(item.key for item in segment)
@@ -78,9 +83,11 @@ def fit_subject(model: MorphableModel, subject: Subject, frames: list[FitItem], 
         write_text_atomic(subject_failure_path(out_dir, subject.name), json.dumps(record))
         log.write(record)
         return None
+    columns = [np.concatenate([row[k] for row in rows]) for k in range(6)]
+    write_text_atomic(frames_csv_path(out_dir, subject.name), frames_csv(keys, *columns))
     write_identity(identity_path(out_dir, subject.name), subject, keys, np.stack(identities),
                    np.stack(betas) if betas else None, np.array(segments), model.name, model.fingerprint,
-                   np.array(energies))
+                   np.array(energies), shared=config.sequence.share_identity)
     subject_failure_path(out_dir, subject.name).unlink(missing_ok=True)
     return fitted
 

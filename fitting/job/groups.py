@@ -150,16 +150,18 @@ def subject_failure_path(out_dir: str | Path, subject: str) -> Path:
 
 
 def write_identity(path: Path, subject: Subject, keys: Sequence[str], alpha_id: np.ndarray, beta: np.ndarray | None,
-                   segments: np.ndarray, model_name: str, model_fingerprint: str, energy: np.ndarray) -> Path:
+                   segments: np.ndarray, model_name: str, model_fingerprint: str, energy: np.ndarray,
+                   shared: bool = True) -> Path:
     """Write a subject's identity file (atomically).
 
     Arrays: ``format``; ``subject``; ``frames (N,)`` the result keys fitted; ``alpha_id (G, K_id)`` one identity
     per segment of frames (G = 1 unless the subject was longer than ``max_group_frames``); ``segments (G, 2)``
-    first and last+1 frame of each; ``beta (G, K_tex)`` after stage 2; ``energy (G,)``; the model's name and
-    fingerprint.
+    first and last+1 frame of each; ``beta (G, K_tex)`` after stage 2; ``energy (G,)``; ``shared`` (False: the
+    frames were fitted with their own identities, ``alpha_id``/``beta`` are their means); the model's name and
+    fingerprint. Beside it, ``<subject>_frames.csv`` lists every frame's pose, camera and expression (:func:`frames_csv`).
     """
     arrays = {"format": np.array(IDENTITY_FORMAT), "subject": np.array(subject.name), "frames": np.array(list(keys)),
-              "ordered": np.array(subject.ordered), "alpha_id": alpha_id.astype(np.float32),
+              "ordered": np.array(subject.ordered), "shared": np.array(shared), "alpha_id": alpha_id.astype(np.float32),
               "segments": segments.astype(np.int64), "energy": energy.astype(np.float64),
               "model_name": np.array(model_name), "model_fingerprint": np.array(model_fingerprint)}
     if beta is not None:
@@ -168,6 +170,26 @@ def write_identity(path: Path, subject: Subject, keys: Sequence[str], alpha_id: 
     with atomic_write(path) as handle:
         np.savez(handle, **arrays)
     return path
+
+
+def frames_csv_path(out_dir: str | Path, subject: str) -> Path:
+    return Path(out_dir) / IDENTITIES_DIR / f"{subject}_frames.csv"
+
+
+def frames_csv(keys: Sequence[str], angles: np.ndarray, translation: np.ndarray, focal: np.ndarray,
+               principal_point: np.ndarray, alpha_exp: np.ndarray, landmark_energy: np.ndarray) -> str:
+    """A subject's per-frame parameters as CSV text: one row per frame, in order (angles in degrees, original frame).
+
+    Shape: angles, translation (N, 3); focal (N, 1); principal_point (N, 2); alpha_exp (N, K); landmark_energy (N,).
+    """
+    header = (["frame", "key", "pitch_deg", "yaw_deg", "roll_deg", "tx_mm", "ty_mm", "tz_mm", "focal_px", "px", "py",
+               "landmark_energy"] + [f"exp_{k:02d}" for k in range(alpha_exp.shape[1])])
+    lines = [",".join(header)]
+    degrees = np.degrees(angles)
+    for i, key in enumerate(keys):
+        values = [*degrees[i], *translation[i], focal[i, 0], *principal_point[i], landmark_energy[i], *alpha_exp[i]]
+        lines.append(",".join([str(i), key.replace(",", "_")] + [f"{float(v):.6g}" for v in values]))
+    return "\n".join(lines) + "\n"
 
 
 def read_identity(path: str | Path) -> dict:

@@ -21,7 +21,7 @@ from diffface.app.synth_sequences import SequenceConfig, generate_sequences
 from diffface.cli.main import main as cli_main
 from diffface.fitting import LandmarkFitConfig
 from diffface.fitting.job import FitJobConfig, read_fit_result, run_fit_job
-from diffface.fitting.job.groups import identity_path, read_identity, subject_failure_path
+from diffface.fitting.job.groups import frames_csv_path, identity_path, read_identity, subject_failure_path
 from diffface.fitting.job.results import failure_path, result_path
 from diffface.fitting.sequence_fitting import SequenceFitConfig
 from diffface.morphable_model import load_morphable_model
@@ -109,6 +109,23 @@ def test_folder_job_writes_every_frame_and_one_identity_per_subject(folder_run, 
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["results"], summary["failed"], summary["images"]) == (10, 0, 10)
     assert sorted(r["status"] for r in _log(out)) == ["ok"] * 10
+
+
+def test_frames_csv_lists_each_frames_pose_and_expression(folder_run, model):
+    out, _ = folder_run
+    for sequence in SEQUENCES:
+        lines = frames_csv_path(out, sequence).read_text().splitlines()
+        header, rows = lines[0].split(","), [line.split(",") for line in lines[1:]]
+        assert header[:3] == ["frame", "key", "pitch_deg"] and len(header) == 12 + model.exp_dims
+        assert [r[1] for r in rows] == _frame_keys(sequence)
+        for row in rows:
+            result = read_fit_result(result_path(out, row[1]))
+            params = model.layout.unpack(torch.from_numpy(result["params"])[None])
+            np.testing.assert_allclose([float(v) for v in row[2:5]], np.degrees(params.angles[0].numpy()), rtol=1e-5,
+                                       atol=1e-4)
+            np.testing.assert_allclose([float(v) for v in row[12:]], params.alpha_exp[0].numpy(), rtol=1e-5,
+                                       atol=1e-6)
+        assert bool(read_identity(identity_path(out, sequence))["shared"])
 
 
 def test_overlays_hold_one_picture_per_fitted_frame(folder_run, sequences):
