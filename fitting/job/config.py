@@ -99,6 +99,9 @@ class FitJobConfig(YamlConfig):
             raise ValueError(f"unknown landmark source {self.detector!r}; choose one of {DETECTORS}")
         if self.group_by not in GROUP_BY:
             raise ValueError(f"group_by must be one of {GROUP_BY}, got {self.group_by!r}")
+        if self.group_by == "none" and (self.sequence.smooth or self.save_overlays != "none"):
+            raise ValueError("smoothing (--smooth, sequence.smooth) and overlay animations (--overlays) need grouped "
+                             "frames: give --group-by folder, csv or video")
         if self.save_overlays not in OVERLAY_FORMATS:
             raise ValueError(f"save_overlays must be one of {OVERLAY_FORMATS}, got {self.save_overlays!r}")
         if self.save_meshes not in MESH_FORMATS:
