@@ -86,11 +86,12 @@ class LandmarkFitResult:
 
 
 def initial_parameters(model: MorphableModel, landmarks_2d: torch.Tensor, image_size: tuple[int, int],
-                       focal_px: float | torch.Tensor) -> FaceParameters:
+                       focal_px: float | torch.Tensor, principal_point: torch.Tensor | None = None) -> FaceParameters:
     """Frontal pose, mean face, distance and offset from the landmarks' spread and centroid.
 
     Shape:
-        landmarks_2d: (B, 68, 2); focal_px: a number or (B, 1) -> FaceParameters (B, ...).
+        landmarks_2d: (B, 68, 2); focal_px: a number or (B, 1); principal_point: (B, 2) (default: the image
+        centre) -> FaceParameters (B, ...).
     """
     B, device, dtype = landmarks_2d.shape[0], landmarks_2d.device, landmarks_2d.dtype
     # per-sample weights over the landmarks both the model defines and the image provides
@@ -106,7 +107,10 @@ def initial_parameters(model: MorphableModel, landmarks_2d: torch.Tensor, image_
         focal = focal_px.to(device, dtype).reshape(B, 1).clone()
     else:
         focal = torch.full((B, 1), float(focal_px), dtype=dtype, device=device)
-    principal = torch.tensor([image_size[1] / 2, image_size[0] / 2], dtype=dtype, device=device).expand(B, 2)
+    if principal_point is None:
+        principal = torch.tensor([image_size[1] / 2, image_size[0] / 2], dtype=dtype, device=device).expand(B, 2)
+    else:
+        principal = principal_point.to(device, dtype).reshape(B, 2)
     tz = focal[:, 0] * spread_mm / spread_px.clamp_min(1e-6)
     depth = tz - m[:, 2]
     tx = (centre[:, 0] - principal[:, 0]) * depth / focal[:, 0] - m[:, 0]

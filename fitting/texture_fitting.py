@@ -17,6 +17,9 @@
   4.07 mm, with the mean 3.88 mm.)
 * ``E_reg = Σ (c/σ)²`` Gaussian priors with the model's σ.
 
+``term="image"`` compares in the photo's pixels instead (:mod:`.image_term`: the model rendered by the
+differentiable rasterizer and shaded per pixel, masked to the pixels of front-facing triangles, same norms).
+
 Each round optimises one parameter group at a time (lighting, albedo, pose, identity, expression)
 with Adam in σ units. Every sample's energy depends on its own parameters only and Adam scales
 each coordinate by its own gradient history, so samples in a batch do not influence each other; a
@@ -42,10 +45,12 @@ from diffface.renderers import VertexRenderer, depth_visibility
 from .active_vertices import ActiveVertices
 from .frame_groups import FrameGroups
 from .frame_ties import FrameTies
+from .image_term import ImageTerm, solve_image_albedo, solve_image_lighting
 from .landmark_fitting import LandmarkFitConfig, fit_landmarks
+from .least_squares import NORMS, irls_weights, weighted_least_squares
 from .sequence_fitting import SequenceFitConfig
 
-NORMS = ("l1", "l2", "l21")
+TERMS = ("uv", "image")
 VISIBILITY = ("normals", "zbuffer")
 GROUPS = ("lighting", "albedo", "pose", "identity", "expression")
 #: groups solved exactly (the rendered colours are linear in them); the others take Adam steps
@@ -74,6 +79,11 @@ class TextureFitConfig:
             :func:`~diffface.renderers.depth_visibility`, recomputed at the start of each group).
         depth_tolerance_mm: with ``"zbuffer"``, how far behind the z-buffer's surface a vertex may lie and still
             count as visible (the surface is read at the nearest pixel centre, up to half a pixel away).
+        term: where the texture term compares: ``"uv"`` (the method's UV frame, per vertex) or ``"image"`` (the
+            photo's pixels, the model rendered per pixel: :mod:`.image_term`; always on the whole mesh, its
+            visibility is the z-buffer's, so ``uv_size``, ``active_vertices`` and ``visibility`` do not apply).
+        image_term_size: with ``"image"``, the side (pixels) of the image compared; the photos are resampled
+            to it (0: their own size, the fitting crop).
     """
 
     c_lands: float = 10.0
@@ -89,8 +99,14 @@ class TextureFitConfig:
     active_vertices: bool = True
     visibility: str = "normals"
     depth_tolerance_mm: float = 5.0
+    term: str = "uv"
+    image_term_size: int = 0
 
     def __post_init__(self):
+        if self.term not in TERMS:
+            raise ValueError(f"term must be one of {TERMS}, got {self.term!r}")
+        if self.image_term_size < 0:
+            raise ValueError(f"image_term_size must be 0 (the photos' size) or positive, got {self.image_term_size}")
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.visibility not in VISIBILITY:
@@ -138,40 +154,6 @@ def texture_norm(rendered: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     else:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     return total / mask.sum((1, 2, 3)).clamp_min(1.0)
-
-
-def irls_weights(residual: torch.Tensor, norm: str, eps: float = 1e-3) -> torch.Tensor:
-    """Weights that make ``Σ w·r²`` majorise the ``norm`` of ``residual`` at its current value.
-
-    l2: 1; l1: ``1 / (2|r|)`` per channel; l2,1: ``1 / (2‖r‖)`` per texel (shared by its channels).
-
-    Shape:
-        residual: (B, C, S, S) -> (B, C, S, S).
-    """
-    if norm == "l2":
-        return torch.ones_like(residual)
-    if norm == "l1":
-        return 0.5 / residual.abs().clamp_min(eps)
-    if norm == "l21":
-        return (0.5 / residual.pow(2).sum(1, keepdim=True).sqrt().clamp_min(eps)).expand_as(residual)
-    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-
-
-def weighted_least_squares(design: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
-                           ridge: torch.Tensor, groups: FrameGroups | None = None) -> torch.Tensor:
-    """``argmin_x Σ_n w_n (D_n·x − y_n)² + Σ_p ridge_p x_p²`` per sample, or per subject of ``groups`` (one ``x``
-    for all its samples: their normal equations summed, the ridge once).
-
-    Shape:
-        design: (B, N, P); target, weight: (B, N); ridge: (P,) or (B, P) (per subject with groups) -> (B, P) or (S, P).
-    """
-    weighted = design * weight[..., None]
-    normal = weighted.transpose(1, 2) @ design
-    rhs = (weighted.transpose(1, 2) @ target[..., None])[..., 0]
-    if groups is not None:
-        normal, rhs = groups.sum_per_subject(normal), groups.sum_per_subject(rhs)
-    normal = normal + torch.diag_embed(ridge.expand(normal.shape[0], -1))
-    return torch.linalg.solve(normal, rhs[..., None])[..., 0]
 
 
 def _channel_rows(uv_images: torch.Tensor, channel: int, parameters: int) -> torch.Tensor:
@@ -271,9 +253,15 @@ class _Stage2Energy:
         self.target = torch.where(present[..., None], landmarks_2d, torch.zeros_like(landmarks_2d))
         self.weight = present.to(images.dtype) / (max(images.shape[-2:]) / 2)
         self.count = present.sum(-1).clamp_min(1).to(images.dtype)
-        self.active = ActiveVertices.build(model, config.uv_size, restrict=config.active_vertices)
-        self.renderer = VertexRenderer(None, self.active.triangles, uv_frame=self.active.uv_frame).to(
-            images.device, images.dtype)
+        # the image term renders every triangle (any of them can hide another): the whole mesh
+        self.image_term = None
+        if config.term == "image":
+            self.active = ActiveVertices.build(model, config.uv_size, restrict=False)
+            self.image_term = ImageTerm(self.active.triangles, images, config.image_term_size)
+        else:
+            self.active = ActiveVertices.build(model, config.uv_size, restrict=config.active_vertices)
+            self.renderer = VertexRenderer(None, self.active.triangles, uv_frame=self.active.uv_frame).to(
+                images.device, images.dtype)
 
     def shape_and_normals(self, params: FaceParameters) -> tuple[torch.Tensor, torch.Tensor]:
         """The rendered vertices and their model-space normals. Shape: -> (B, R, 3), (B, R, 3)."""
@@ -288,7 +276,7 @@ class _Stage2Energy:
             fixed = {"albedo": self.active.albedo(params.beta)}
             if group == "pose" or group in CLOSED_FORM_GROUPS:
                 fixed["vertices"], fixed["model_normals"] = self.shape_and_normals(params)
-            if self.config.visibility == "zbuffer":
+            if self.config.visibility == "zbuffer" and self.image_term is None:
                 fixed["unoccluded"] = self.unoccluded(params)
         return fixed
 
@@ -303,12 +291,16 @@ class _Stage2Energy:
 
     def __call__(self, params: FaceParameters, fixed: dict | None = None) -> dict[str, torch.Tensor]:
         """The energy terms; ``fixed``: :meth:`fixed_parts` of the group being optimised (None: compute all)."""
-        model, config, fixed = self.model, self.config, fixed or {}
+        config, fixed = self.config, fixed or {}
         if "vertices" in fixed:
             vertices, model_normals = fixed["vertices"], fixed["model_normals"]
         else:
             vertices, model_normals = self.shape_and_normals(params)
         albedo = fixed["albedo"] if "albedo" in fixed else self.active.albedo(params.beta)
+        if self.image_term is not None:
+            image = self.image_term(vertices, model_normals, albedo, params)
+            texture = texture_norm(image.rendered, image.target, image.mask, config.norm)
+            return self._energy(params, image, texture, image.points)
         camera = dict(angles=params.angles, translation=params.translation, focal=params.focal,
                       principal_point=params.principal_point)
         unoccluded = fixed.get("unoccluded")
@@ -317,11 +309,18 @@ class _Stage2Energy:
         out = self.renderer(vertices, albedo, params.sh, self.images, model_normals=model_normals,
                             unoccluded=unoccluded, **camera)
         texture = texture_norm(out.rendered_uv, out.target_uv, out.mask_uv, config.norm)
+        return self._energy(params, out, texture, out.uv_points)
+
+    def _energy(self, params: FaceParameters, out, texture: torch.Tensor,
+                points: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The landmark and prior terms and the total, given the texture term, its renderer's ``out`` and the
+        projected vertices ``points`` (B, R, 2)."""
+        model, config = self.model, self.config
         with torch.no_grad():
             active = self.active
-            indices = march_contour_landmarks(out.uv_points, params.angles, active.landmark_indices,
+            indices = march_contour_landmarks(points, params.angles, active.landmark_indices,
                                               active.contour_landmarks, active.contour_lines)
-        landmark_uv = torch.gather(out.uv_points, 1, indices[..., None].expand(-1, -1, 2))
+        landmark_uv = torch.gather(points, 1, indices[..., None].expand(-1, -1, 2))
         landmarks = (((landmark_uv - self.target) * self.weight[..., None]).pow(2)).sum((1, 2)) / self.count
         albedo_prior = (params.beta / model.albedo_std.clamp_min(1e-12)).pow(2).sum(-1)
         exp_sigma = params.alpha_exp / model.exp_std.clamp_min(1e-12)
@@ -439,6 +438,15 @@ def _solve_appearance(group: str, energy_fn: "_Stage2Energy", variables: dict, p
     model, ties = energy_fn.model, energy_fn.ties
     fixed = energy_fn.fixed_parts(params, group)
     out = energy_fn(params, fixed)["output"]
+    if energy_fn.image_term is not None:
+        faces = energy_fn.image_term.faces
+        if group == "lighting":
+            variables["lighting"].copy_(solve_image_lighting(out, faces, config.norm))
+        else:
+            beta = solve_image_albedo(energy_fn.active, out, faces, params.sh, config.r_beta, config.norm,
+                                      groups=ties.groups if ties is not None and ties.shared("albedo") else None)
+            variables["albedo"].copy_(beta / model.albedo_std.clamp_min(1e-12))
+        return
     albedo, uv_frame = fixed["albedo"], energy_fn.renderer.uv_frame
     # the lighting frame's normals: the renderer's, from the model-space normals computed once above
     normals = rotate_points(fixed["model_normals"], euler_to_rotation(params.angles))

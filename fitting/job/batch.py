@@ -45,21 +45,25 @@ class BatchFit:
     landmarks_crop: torch.Tensor
 
 
-def video_camera_start(model: MorphableModel, landmarks_crop: torch.Tensor, scale: torch.Tensor, groups: FrameGroups,
-                       image_size: int, focal_px: float) -> FaceParameters:
+def video_camera_start(model: MorphableModel, landmarks_crop: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
+                       frame_sizes: torch.Tensor, groups: FrameGroups, image_size: int, focal_px: float) -> FaceParameters:
     """Stage 1's starting parameters for videos: one camera per subject in the original frames.
 
-    Each crop magnifies its frame by its own ``s``; the per-image default (focal ``focal_px`` in every crop) would
-    give every frame its own original-frame focal ``focal_px / s``, and the depth would follow the crop's jitter.
-    Here the original-frame focal is ``F = focal_px / mean_s(s)`` for all of a subject's frames, i.e. ``F·s`` in
-    each crop.
+    Each crop ``u' = s·u + t`` magnifies and shifts its frame by its own ``s`` and ``t``. The per-image default
+    (focal ``focal_px`` and principal point at the centre of every crop) gives every frame its own original-frame
+    camera (focal ``focal_px / s``, principal point following the crop box), so the depth and the image-plane
+    position would follow the crops' jitter. Here every frame of a subject has the original-frame focal
+    ``F = focal_px / mean_s(s)`` and principal point at the frame's centre ``c``: ``F·s`` and ``s·c + t`` in each
+    crop.
 
     Shape:
-        landmarks_crop: (B, 68, 2); scale: (B, 1) -> FaceParameters (B, ...).
+        landmarks_crop: (B, 68, 2); scale: (B, 1); offset: (B, 2); frame_sizes: (B, 2) original (H, W)
+        -> FaceParameters (B, ...).
     """
     mean_scale = groups.sum_per_subject(scale) / groups.frames_per_subject(scale.dtype)[:, None]
     focal = focal_px * scale / mean_scale[groups.subject]
-    return initial_parameters(model, landmarks_crop, (image_size, image_size), focal)
+    centre = frame_sizes.flip(-1).to(scale.dtype) / 2
+    return initial_parameters(model, landmarks_crop, (image_size, image_size), focal, centre * scale + offset)
 
 
 def fit_batch(model: MorphableModel, items: list[FitItem], config: FitJobConfig, device: torch.device,
@@ -82,8 +86,9 @@ def fit_batch(model: MorphableModel, items: list[FitItem], config: FitJobConfig,
         groups = groups.to(device)
         start = None
         if config.sequence.smooth:
-            start = video_camera_start(model, landmarks_crop.to(stage1_dtype), scale.to(stage1_dtype), groups, size,
-                                       config.landmarks.focal_px)
+            frame_sizes = torch.tensor([it.image_size for it in items], dtype=stage1_dtype, device=device)
+            start = video_camera_start(model, landmarks_crop.to(stage1_dtype), scale.to(stage1_dtype),
+                                       offset.to(stage1_dtype), frame_sizes, groups, size, config.landmarks.focal_px)
             start = fit_landmarks(model, landmarks_crop.to(stage1_dtype), (size, size), config.landmarks,
                                   init=start).params
         stage1 = fit_landmarks_sequence(model, landmarks_crop.to(stage1_dtype), (size, size), groups, config.landmarks,

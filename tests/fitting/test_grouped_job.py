@@ -342,3 +342,25 @@ def test_cli_fit_grouped_with_texture_and_meshes_then_evaluate(sequences, tmp_pa
     assert method["n"] == 10 and method["n_failed"] == 0 and method["unpaired"] == []
     assert all(s["status"] == "ok" for s in method["samples"])
     assert method["mean_mm"] < 5.0
+
+
+def test_smoothed_subjects_are_filmed_by_one_camera(sequences, tmp_path, model):
+    """With --smooth every frame of a video keeps the same original-frame focal length and principal point (the
+    frame's centre), though each was fitted in its own crop; per image, both follow the crop."""
+    smooth = tmp_path / "smooth"
+    run_fit_job(sequences / "images", smooth, _config(sequence=SequenceFitConfig(smooth=True)))
+    alone = tmp_path / "alone"
+    run_fit_job(sequences / "images", alone, _config())
+    for folder, same in ((smooth, True), (alone, False)):
+        for sequence in SEQUENCES:
+            cameras = []
+            for key in _frame_keys(sequence):
+                result = read_fit_result(result_path(folder, key))
+                params = model.layout.unpack(torch.from_numpy(result["params"])[None])
+                cameras.append(torch.cat([params.focal[0], params.principal_point[0]]).numpy())
+            cameras = np.stack(cameras)
+            if same:
+                np.testing.assert_allclose(cameras, np.broadcast_to(cameras[:1], cameras.shape), rtol=1e-5)
+                np.testing.assert_allclose(cameras[0, 1:], [SIZE / 2, SIZE / 2], atol=1e-3)
+            else:
+                assert np.ptp(cameras[:, 1:], axis=0).max() > 1e-2  # the crop boxes move with the landmarks
