@@ -9,7 +9,9 @@ detector-like per-frame offset, scale and jaw slide, drawn anew every frame) the
    the others turning, drifting and changing expression; cached in ``--cache``);
 2. fits stage 1 three ways through the fit job (:func:`~diffface.fitting.job.run_fit_job`, as ``diffface fit``):
    ``per_frame`` (every frame alone), ``shared`` (``--group-by folder``: one identity per sequence) and
-   ``shared_smooth`` (``--group-by folder --smooth``);
+   ``shared_smooth`` (``--group-by folder --smooth``); and ``online``: every sequence frame by frame through
+   :class:`~diffface.fitting.sequence_fitting.OnlineLandmarkFitter` (identity fixed after
+   ``--online-identity-frames``; in the whole frame, with its true camera, since it sees no crops);
 3. evaluates every ``--eval-every``-th frame against its ground-truth mesh exactly as ``diffface evaluate``
    does (ICP onto the scan, AUC of ``d`` over [0, 1], mean mm), and every frame's **jitter**: the mean over
    vertices of ``‖v_{t−1} − 2·v_t + v_{t+1}‖`` (mm per frame²) of the fitted mesh in camera space (what a
@@ -25,15 +27,17 @@ at batch 32), or the report with ``--json``; writes ``OUT/report.json``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from diffface.app.synth_benchmark import SynthBenchmarkConfig, benchmark_scene
 from diffface.app.synth_sequences import SequenceConfig, generate_sequences
@@ -98,10 +102,16 @@ def fit_method(method: str, images: Path, out: Path, args) -> dict:
     return {"seconds": round(time.perf_counter() - started, 2), "fitted": figures["fitted"]}
 
 
-def jitter(model, out: Path, manifest: dict) -> dict:
-    """Mean camera-space vertex acceleration (mm/frame²) of the fits and of the truth, static and moving heads."""
+def fitted_table(out: Path) -> dict:
+    """A fit folder's packed parameters and fitted landmarks, by frame name."""
     table = read_fit_results(out)
-    by_key = {str(k).split("/")[-1].rsplit(".", 1)[0]: i for i, k in enumerate(table["key"])}
+    names = [str(k).split("/")[-1].rsplit(".", 1)[0] for k in table["key"]]
+    return {"params": dict(zip(names, table["params"])), "landmarks": dict(zip(names, table["landmarks"]))}
+
+
+def jitter(model, fitted: dict, manifest: dict) -> dict:
+    """Mean camera-space vertex acceleration (mm/frame²) of the fits and of the truth, static and moving heads,
+    and the fitted landmarks' (px/frame²). ``fitted``: :func:`fitted_table`'s dicts."""
     layout = model.layout
     truth = np.load(Path(manifest["root"]) / "params.npz")
     truth_index = {str(n): i for i, n in enumerate(truth["sample_names"])}
@@ -112,13 +122,13 @@ def jitter(model, out: Path, manifest: dict) -> dict:
             if sequence["motion"] != motion:
                 continue
             names = [s["name"] for s in manifest["samples"] if s["sequence"] == sequence["index"]]
-            names = [n for n in names if n in by_key]
-            points = torch.from_numpy(np.stack([table["landmarks"][by_key[n]] for n in names]))
+            names = [n for n in names if n in fitted["params"]]
+            points = torch.from_numpy(np.stack([fitted["landmarks"][n] for n in names]))
             if len(names) >= 3:  # the fitted landmarks on the image: what an overlay shows move
                 landmark_acc.append((points[2:] - 2 * points[1:-1] + points[:-2]).norm(dim=-1).mean(-1))
-            for values, accumulate, index in ((table["params"], fitted_acc, by_key),
-                                              (truth["params"], true_acc, truth_index)):
-                params = torch.from_numpy(np.stack([values[index[n]] for n in names]).astype(np.float32))
+            for values, accumulate in ((fitted["params"], fitted_acc),
+                                       ({n: truth["params"][truth_index[n]] for n in names}, true_acc)):
+                params = torch.from_numpy(np.stack([values[n] for n in names]).astype(np.float32))
                 p = layout.unpack(params[:, :layout.network_size])
                 with torch.no_grad():
                     vertices = world_to_camera(model.shape(p.alpha_id, p.alpha_exp), p.angles, p.translation)
@@ -131,7 +141,55 @@ def jitter(model, out: Path, manifest: dict) -> dict:
     return out_figures
 
 
-def accuracy(model, fits: dict[str, Path], truth: Path, every: int, out: Path) -> dict:
+@dataclass(frozen=True)
+class _ParamsMesh:
+    """A fitted frame given by its packed parameters (for predictions made outside the fit job)."""
+
+    name: str
+    params: np.ndarray
+    model: object
+
+    def load(self):
+        layout, model = self.model.layout, self.model
+        p = layout.unpack(torch.from_numpy(self.params[None, :layout.network_size].astype(np.float32)))
+        with torch.no_grad():
+            vertices = model.shape(p.alpha_id, p.alpha_exp)[0].double().numpy()
+        indices = model.landmark_indices.numpy()
+        landmarks = vertices[np.clip(indices, 0, None)].copy()
+        landmarks[indices < 0] = np.nan
+        return vertices, model.triangles.numpy(), landmarks
+
+
+def fit_online(model, images: Path, identity_frames: int) -> tuple[dict, float]:
+    """Every sequence frame by frame through :class:`OnlineLandmarkFitter` (landmarks from the .pts, the frames'
+    own camera: focal ``LandmarkFitConfig.focal_px``, principal point at the centre); returns
+    :func:`fitted_table`-like dicts and the frames/s."""
+    from diffface.landmark_marching import project_landmarks
+
+    subjects, _ = list_subjects(images, "folder")
+    model64 = copy.deepcopy(model).double()  # nn.Module.double() works in place
+    table, frames, seconds = {"params": {}, "landmarks": {}}, 0, 0.0
+    for subject in subjects:
+        size = None
+        fitter = None
+        for item in subject.items:
+            landmarks = torch.from_numpy(read_pts(item.path.with_suffix(".pts")))
+            if fitter is None:
+                with Image.open(item.path) as picture:
+                    size = (picture.height, picture.width)
+                fitter = OnlineLandmarkFitter(model64, size, identity_frames=identity_frames)
+            started = time.perf_counter()
+            params = fitter.push(landmarks)
+            seconds += time.perf_counter() - started
+            frames += 1
+            name = item.path.stem
+            table["params"][name] = model.layout.pack(params.map(lambda t: t.float())).numpy()[0]
+            with torch.no_grad():
+                table["landmarks"][name] = project_landmarks(model64, params)[0][0].float().numpy()
+    return table, frames / seconds
+
+
+def accuracy(model, fits: dict[str, Path | dict], truth: Path, every: int, out: Path) -> dict:
     """``diffface evaluate``'s ICP figures on every ``every``-th frame (ground truth linked into one folder)."""
     gt = out / "gt_subset"
     gt.mkdir(parents=True, exist_ok=True)
@@ -143,9 +201,13 @@ def accuracy(model, fits: dict[str, Path], truth: Path, every: int, out: Path) -
             if not link.exists():
                 os.symlink((truth / "meshes" / f"{stem}{suffix}").resolve(), link)
     methods = {}
-    for name, folder in fits.items():
-        predicted = {k: v for k, v in fitted_meshes(folder, model).items() if k.split("/")[-1].rsplit(".", 1)[0] in chosen}
-        methods[name] = PredictionSet(folder, predicted)
+    for name, source in fits.items():
+        if isinstance(source, dict):  # parameters by frame name
+            predicted = {n: _ParamsMesh(n, p, model) for n, p in source["params"].items() if n in chosen}
+            methods[name] = PredictionSet(out / name, predicted)
+            continue
+        predicted = {k: v for k, v in fitted_meshes(source, model).items() if k.split("/")[-1].rsplit(".", 1)[0] in chosen}
+        methods[name] = PredictionSet(source, predicted)
     report = evaluate_methods(methods, gt, out / "evaluate")
     return {name: {k: figures[k] for k in ("n", "auc", "median", "mean_mm")} for name, figures in report["methods"].items()}
 
@@ -214,6 +276,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--eval-every", type=int, default=3, help="evaluate every n-th frame by ICP (default 3)")
     parser.add_argument("--batch", type=int, default=32, help="frames per timed batch (default 32)")
+    parser.add_argument("--online-identity-frames", type=int, default=30,
+                        help="also fit every sequence frame by frame with OnlineLandmarkFitter, the identity fixed "
+                             "after this many frames (default 30; 0: skip)")
     parser.add_argument("--stage2-frames", type=int, default=16,
                         help="frames of one sequence timed through stage 1 + 2 (grouped, smoothed); 0: skip")
     parser.add_argument("--cache", type=Path, default=Path("benchmark_cache/video"))
@@ -238,10 +303,16 @@ def main(argv=None) -> int:
             runs[method] = _cached(folder, {"data": str(data), "synth": synth, "method": method},
                                    lambda m=method, f=folder: fit_method(m, data / "images", f, args))
             fits[method] = folder
+        tables = {method: fitted_table(fits[method]) for method in METHODS}
+        if args.online_identity_frames:
+            tables["online"], online_rate = fit_online(model, data / "images", args.online_identity_frames)
+            fits["online"] = tables["online"]
         figures = accuracy(model, fits, data, args.eval_every, args.out / regime)
-        for method in METHODS:
-            figures[method]["jitter"] = jitter(model, fits[method], manifest)
-            figures[method]["job_seconds"] = runs[method]["seconds"]
+        for method, table in tables.items():
+            figures[method]["jitter"] = jitter(model, table, manifest)
+            figures[method]["job_seconds"] = runs[method]["seconds"] if method in runs else None
+        if "online" in tables:
+            figures["online"]["frames_per_s"] = round(online_rate, 1)
         report["regimes"][regime] = {"landmark_error_interocular": synth.get("landmark_error_interocular_mean"),
                                      "methods": figures}
     report["timing"] = timing(model, args.cache / f"noisy_seed{args.seed}" / "images", args.batch)
