@@ -1,7 +1,8 @@
 """diffface.fitting: morphable-model fitting to landmarks and images (installed as ``diffface.fitting``).
 
 Stage 1 (:func:`fit_landmarks`) fits pose, identity and expression to 68 landmarks; stage 2
-(:func:`fit_texture`) adds the image's colours in the model's UV frame, with albedo and SH lighting;
+(:func:`fit_texture`) adds the image's colours in the model's UV frame (or, with ``term="image"``, in the
+photo's pixels through the rasterizer), with albedo and SH lighting;
 :func:`fit_two_stage` runs both.
 """
 

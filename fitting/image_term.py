@@ -30,14 +30,16 @@ from diffface.camera import euler_to_rotation, project_points, world_to_camera
 from diffface.checks import check_shape
 from diffface.geometry import rotate_points
 from diffface.lighting import lighting_design, sh_irradiance, solve_sh_lighting
+from diffface.morphable_model import MorphableModel
 from diffface.params import FaceParameters
 from diffface.renderers import Fragments, ShadingInput, interpolate_attributes, rasterize_meshes, shade_sh
 
 from .active_vertices import ActiveVertices
 from .frame_groups import FrameGroups
-from .least_squares import irls_weights, normal_equations, solve_normal_equations
+from .least_squares import irls_weights, solve_normal_equations
 
-# elements of one chunk of the albedo design (samples × pixels × channels × coefficients): about 64 MB in float32
+# elements of one chunk of the albedo normal equations' product (samples × channels × vertices × coefficients):
+# about 64 MB in float32
 _DESIGN_CHUNK_ELEMENTS = 1 << 24
 
 
@@ -158,16 +160,15 @@ def masked_pixels(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return index, valid
 
 
-def _pixel_corners(fragments: Fragments, faces: torch.Tensor,
-                   index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The vertices and barycentrics of the visible triangle at the given pixels.
+def _pixel_faces(fragments: Fragments, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The visible triangle and the barycentrics at the given pixels.
 
     Shape:
-        index: (B, P) flat pixel indices -> (B, P, 3) long, (B, P, 3).
+        index: (B, P) flat pixel indices -> (B, P) long (0 where none), (B, P, 3).
     """
     face = fragments.pix_to_face.flatten(1).gather(1, index).clamp_min(0)
     bary = fragments.bary_coords.flatten(1, 2).gather(1, index[..., None].expand(-1, -1, 3))
-    return faces[face], bary
+    return face, bary
 
 
 def _gather_pixels(image: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -210,51 +211,104 @@ def solve_image_lighting(out: ImageTermOutput, faces: torch.Tensor, norm: str = 
     return sh
 
 
-def solve_image_albedo(model: ActiveVertices, out: ImageTermOutput, faces: torch.Tensor, sh: torch.Tensor,
-                       r_beta: float, norm: str = "l2", iterations: int = 3,
+def _vertex_pairs(faces: torch.Tensor, num_vertices: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pairs of vertices that share a triangle (each vertex with itself too), sorted row-major, and where each
+    triangle's corner pair ``(k, l)`` falls among them.
+
+    Shape:
+        faces: (F, 3) -> row (N,), col (N,), entry (F, 9) (index into the N pairs of corner pair 3k + l).
+    """
+    rows = faces[:, :, None].expand(-1, 3, 3).reshape(-1)
+    cols = faces[:, None, :].expand(-1, 3, 3).reshape(-1)
+    keys, entry = torch.unique(rows * num_vertices + cols, return_inverse=True)
+    return torch.div(keys, num_vertices, rounding_mode="floor"), keys % num_vertices, entry.view(-1, 9)
+
+
+def albedo_normal_equations(basis: torch.Tensor, faces: torch.Tensor, face: torch.Tensor, bary: torch.Tensor,
+                            irradiance: torch.Tensor, weight: torch.Tensor,
+                            target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Σ w·d·dᵀ, Σ w·y·d)`` over pixels ``p`` and channels ``c``, for the albedo design row
+    ``d = E_c(p) · Σ_k b_k(p) · B_c(v_k(p))`` (the basis rows of the pixel's triangle's vertices, interpolated).
+
+    Accumulated on the mesh instead of the pixels: each triangle's 3 × 3 corner moments ``Σ_p w E² b_k b_l``
+    add up on the pairs of vertices sharing a triangle (a sparse V × V matrix ``M_c``), and the normal matrix is
+    ``Σ_c B_cᵀ M_c B_c``, so the cost grows with the mesh, not with the pixels times the coefficients.
+    The per-pixel design (tests: ``reference_albedo_normal_equations``) gives the same.
+
+    Shape:
+        basis: (V, 3, K); faces: (F, 3); face: (B, P) visible triangle per pixel; bary: (B, P, 3);
+        irradiance, weight, target: (B, P, 3) -> (B, K, K), (B, K).
+    """
+    B, P = face.shape
+    V, _, K = basis.shape
+    num_faces = faces.shape[0]
+    pair_row, pair_col, entry = _vertex_pairs(faces, V)
+    pairs = pair_row.shape[0]
+    basis_by_channel = basis.permute(1, 0, 2).reshape(3 * V, K)  # row c·V + v
+    # the right-hand side: Σ_p w E y b_k scattered to the corners' vertices, then through the basis
+    per_corner = (weight * irradiance * target)[..., :, None] * bary[..., None, :]  # (B, P, channel, corner)
+    row = ((torch.arange(B, device=face.device)[:, None, None, None] * 3
+            + torch.arange(3, device=face.device)[None, None, :, None]) * V + faces[face][:, :, None, :])
+    vertex_rhs = per_corner.new_zeros(B * 3 * V).index_add_(0, row.flatten(), per_corner.flatten())
+    rhs = vertex_rhs.view(B, 3 * V) @ basis_by_channel
+    # the normal matrix: corner moments per triangle, then per vertex pair
+    scale = weight * irradiance.pow(2)
+    moments = scale[..., :, None, None] * bary[..., None, :, None] * bary[..., None, None, :]  # (B, P, 3, 3, 3)
+    flat_face = (torch.arange(B, device=face.device)[:, None] * num_faces + face).flatten()
+    per_face = moments.new_zeros(B * num_faces, 27).index_add_(0, flat_face, moments.reshape(-1, 27))
+    per_face = per_face.view(B, num_faces, 3, 9).permute(0, 2, 1, 3).reshape(B, 3, num_faces * 9)
+    values = per_face.new_zeros(B, 3, pairs).index_add_(2, entry.flatten(), per_face)
+    normal = []
+    chunk = max(1, _DESIGN_CHUNK_ELEMENTS // (3 * V * K))
+    for s in range(0, B, chunk):
+        n = min(chunk, B - s)
+        # block (sample, channel): its V rows, its channel's V columns
+        blocks = torch.arange(3 * n, device=face.device)[:, None]
+        indices = torch.stack([(blocks * V + pair_row).flatten(), ((blocks % 3) * V + pair_col).flatten()])
+        vertex_pairs = torch.sparse_coo_tensor(indices, values[s:s + n].flatten(), (3 * n * V, 3 * V),
+                                               check_invariants=False, is_coalesced=True)
+        product = torch.sparse.mm(vertex_pairs, basis_by_channel).view(n, 3 * V, K)  # M_c B_c
+        normal.append(basis_by_channel.T @ product)
+    return torch.cat(normal), rhs
+
+
+def solve_image_albedo(model: MorphableModel | ActiveVertices, out: ImageTermOutput, faces: torch.Tensor,
+                       sh: torch.Tensor, r_beta: float, norm: str = "l2", iterations: int = 3,
                        groups: FrameGroups | None = None) -> torch.Tensor:
     """Albedo coefficients β minimising ``E_tex + r_beta·Σ(β/σ)²`` (image-space term) for fixed shape, pose and
-    lighting; l1 and l2,1 by IRLS. With ``groups``: one β per subject, fitted to all its frames (prior once).
-
-    The design (basis rows interpolated at every masked pixel, times the pixel's irradiance) is built in chunks
-    of samples, so memory stays bounded at any crop size.
+    lighting; l1 and l2,1 by IRLS (normal equations: :func:`albedo_normal_equations`). With ``groups``: one β per
+    subject, fitted to all its frames (its prior once).
 
     Args:
-        model: the albedo model of the rendered vertices (``albedo_mean``, ``albedo_basis``, ``albedo_std``,
-            ``albedo``), numbered as ``faces``.
+        model: the albedo model (``albedo_mean``, ``albedo_basis``, ``albedo_std``, ``tex_dims``, ``albedo``) of
+            the vertices ``faces`` index.
 
     Shape:
         sh: (B, 27) -> (B, K_tex), or (num_subjects, K_tex) with groups.
     """
-    B, K = out.target.shape[0], model.tex_dims
-    dtype = out.rendered.dtype
+    K, dtype = model.tex_dims, out.rendered.dtype
     index, valid = masked_pixels(out.mask)
-    corners, bary = _pixel_corners(out.fragments, faces, index)
+    face, bary = _pixel_faces(out.fragments, index)
+    corners = faces[face]
     _, pixel_normals = _shading_at_pixels(out, faces, index)
     irradiance = sh_irradiance(pixel_normals, sh)  # (B, P, 3)
-    mean = model.albedo_mean.to(dtype)
-    basis = model.albedo_basis.to(dtype).view(-1, 3, K)
-    base = sum(mean[corners[..., k]] * bary[..., k:k + 1] for k in range(3)) * irradiance
+    mean, basis = model.albedo_mean.to(dtype), model.albedo_basis.to(dtype).view(-1, 3, K)
+
+    def interpolate(values: torch.Tensor) -> torch.Tensor:  # per-vertex (B or 1, V, 3) -> pixels (B, P, 3)
+        values = values.expand(corners.shape[0], -1, -1)
+        return sum(values.gather(1, corners[..., k, None].expand(-1, -1, 3)) * bary[..., k:k + 1] for k in range(3))
+
+    base = interpolate(mean[None]) * irradiance
     residual_target = _gather_pixels(out.target, index) - base  # (B, P, 3)
     count = valid.sum(1).clamp_min(1).to(dtype)[:, None, None]
     present = valid[..., None].to(dtype)
     ridge = r_beta / model.albedo_std.to(dtype).clamp_min(1e-12).pow(2)
-    chunk = max(1, _DESIGN_CHUNK_ELEMENTS // max(1, index.shape[1] * 3 * K))
     weights = torch.ones_like(residual_target)
     for _ in range(iterations if norm != "l2" else 1):
-        w = weights * present / count
-        normal, rhs = [], []
-        for s in range(0, B, chunk):
-            part = slice(s, s + chunk)
-            design = sum(basis[corners[part, :, k]] * bary[part, :, k, None, None] for k in range(3))
-            design = design * irradiance[part, :, :, None]  # (b, P, 3, K)
-            n, r = normal_equations(design.flatten(1, 2), residual_target[part].flatten(1), w[part].flatten(1))
-            normal.append(n)
-            rhs.append(r)
-        beta = solve_normal_equations(torch.cat(normal), torch.cat(rhs), ridge, groups)
+        normal, rhs = albedo_normal_equations(basis, faces, face, bary, irradiance, weights * present / count,
+                                              residual_target)
+        beta = solve_normal_equations(normal, rhs, ridge, groups)
         per_frame = beta if groups is None else beta.index_select(0, groups.subject)
-        albedo = model.albedo(per_frame)
-        rendered = sum(albedo.gather(1, corners[..., k, None].expand(-1, -1, 3)) * bary[..., k:k + 1]
-                       for k in range(3)) * irradiance
+        rendered = interpolate(model.albedo(per_frame).to(dtype)) * irradiance
         weights = irls_weights(((residual_target + base - rendered) * present).transpose(1, 2), norm).transpose(1, 2)
     return beta

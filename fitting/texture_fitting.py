@@ -45,6 +45,7 @@ from diffface.renderers import VertexRenderer, depth_visibility
 from .active_vertices import ActiveVertices
 from .frame_groups import FrameGroups
 from .frame_ties import FrameTies
+from .free_albedo import FreeAlbedoModel, solve_free_albedo
 from .image_term import ImageTerm, solve_image_albedo, solve_image_lighting
 from .landmark_fitting import LandmarkFitConfig, fit_landmarks
 from .least_squares import NORMS, irls_weights, weighted_least_squares
@@ -63,7 +64,7 @@ class TextureFitConfig:
 
     Attributes:
         c_lands: weight of the landmark term.
-        r_beta: weight of the albedo prior (r_beta,2).
+        r_beta: weight of the albedo prior (r_beta,2); with a free albedo (below) 1, its prior being ``E_alb``.
         r_exp: weight of the expression prior (r_exp,2).
         norm: ``"l1"``, ``"l2"`` or ``"l21"`` for the texture term.
         uv_size: side of the UV image the texture term is compared in.
@@ -84,6 +85,13 @@ class TextureFitConfig:
             visibility is the z-buffer's, so ``uv_size``, ``active_vertices`` and ``visibility`` do not apply).
         image_term_size: with ``"image"``, the side (pixels) of the image compared; the photos are resampled
             to it (0: their own size, the fitting crop).
+        free_albedo: for a model without an albedo model, fit a smooth per-vertex albedo in the albedo group
+            (:mod:`.free_albedo`: its mean colour fixed at the model's, the lighting carrying brightness and tint);
+            ``False``: render the model's constant mean colour, the albedo group skipped.
+        free_albedo_smoothness: ``λ_s``, weight of ``Σ_edges ‖d_i − d_j‖²``, ``d`` the albedo's deviation from the
+            model's mean colour (larger: smoother; infinite: the mean colour).
+        free_albedo_prior: ``λ_p``, weight of the pull to the mean colour, ``mean_i ‖d_i‖²``.
+        free_albedo_modes: the smoothest Laplacian eigenvectors per channel the free albedo is built from.
     """
 
     c_lands: float = 10.0
@@ -101,6 +109,10 @@ class TextureFitConfig:
     depth_tolerance_mm: float = 5.0
     term: str = "uv"
     image_term_size: int = 0
+    free_albedo: bool = True
+    free_albedo_smoothness: float = 1e-2
+    free_albedo_prior: float = 1.0
+    free_albedo_modes: int = 64
 
     def __post_init__(self):
         if self.term not in TERMS:
@@ -111,6 +123,11 @@ class TextureFitConfig:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.visibility not in VISIBILITY:
             raise ValueError(f"visibility must be one of {VISIBILITY}, got {self.visibility!r}")
+        if min(self.free_albedo_smoothness, self.free_albedo_prior) < 0 or self.free_albedo_modes < 1 or not (
+                self.free_albedo_smoothness + self.free_albedo_prior > 0):
+            raise ValueError("free_albedo_smoothness and free_albedo_prior must be >= 0 and not both 0, "
+                             f"free_albedo_modes >= 1; got {self.free_albedo_smoothness}, {self.free_albedo_prior}, "
+                             f"{self.free_albedo_modes}")
         unknown = set(self.groups) - set(GROUPS)
         if unknown:
             raise ValueError(f"unknown parameter groups {sorted(unknown)}; choose from {GROUPS}")
@@ -122,7 +139,9 @@ class TextureFitResult:
 
     Shape:
         params: FaceParameters (B, ...) with beta and sh; energy, texture, landmarks, albedo_prior,
-        exp_prior: (B,); diverged: (B,) bool (reset to its last finite state); history: list of (B,).
+        exp_prior: (B,); diverged: (B,) bool (reset to its last finite state); history: list of (B,);
+        albedo: (B, V, 3) the fitted free albedo (a model without an albedo model; ``params.beta`` is then (B, 0)),
+        else None.
     """
 
     params: FaceParameters
@@ -133,6 +152,7 @@ class TextureFitResult:
     exp_prior: torch.Tensor
     diverged: torch.Tensor
     history: list
+    albedo: torch.Tensor | None = None
 
 
 def texture_norm(rendered: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm: str = "l21") -> torch.Tensor:
@@ -362,7 +382,12 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
     """
     check_shape(images, ["B", 3, "H", "W"], "images")
     check_shape(landmarks_2d, [images.shape[0], 68, 2], "landmarks_2d")
-    if model.tex_dims == 0 and "albedo" in config.groups:
+    free_albedo = model.tex_dims == 0 and "albedo" in config.groups and config.free_albedo
+    if free_albedo:  # a smooth per-vertex albedo in the albedo model's place (:mod:`.free_albedo`)
+        model = FreeAlbedoModel(model, config.free_albedo_modes, config.free_albedo_smoothness,
+                                config.free_albedo_prior)
+        init, config = replace(init, beta=None), replace(config, r_beta=1.0)
+    elif model.tex_dims == 0 and "albedo" in config.groups:
         config = replace(config, groups=tuple(g for g in config.groups if g != "albedo"))
     if not torch.isfinite(images).all():
         raise ValueError("images: contain NaN or infinite values")
@@ -426,9 +451,12 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
     with torch.no_grad():
         params = _to_params(model, {k: v.detach() for k, v in variables.items()}, focal, principal_point, ties)
         terms = energy_fn(params)
+        albedo = None
+        if free_albedo:  # the parameters keep the model's own layout, without albedo coefficients
+            albedo, params = model.albedo(params.beta), replace(params, beta=params.beta[:, :0])
     return TextureFitResult(params=params, energy=terms["energy"], texture=terms["texture"],
                             landmarks=terms["landmarks"], albedo_prior=terms["albedo_prior"],
-                            exp_prior=terms["exp_prior"], diverged=diverged, history=history)
+                            exp_prior=terms["exp_prior"], diverged=diverged, history=history, albedo=albedo)
 
 
 def _solve_appearance(group: str, energy_fn: "_Stage2Energy", variables: dict, params: FaceParameters,
@@ -454,8 +482,9 @@ def _solve_appearance(group: str, energy_fn: "_Stage2Energy", variables: dict, p
         variables["lighting"].copy_(solve_lighting(uv_frame, albedo, normals, out.target_uv, out.mask_uv, config.norm))
     else:
         shading = sh_irradiance(normals, params.sh)
-        beta = solve_albedo(energy_fn.active, uv_frame, shading, out.target_uv, out.mask_uv, config.r_beta,
-                            config.norm, groups=ties.groups if ties is not None and ties.shared("albedo") else None)
+        solve = solve_free_albedo if isinstance(model, FreeAlbedoModel) else solve_albedo
+        beta = solve(energy_fn.active, uv_frame, shading, out.target_uv, out.mask_uv, config.r_beta,
+                     config.norm, groups=ties.groups if ties is not None and ties.shared("albedo") else None)
         variables["albedo"].copy_(beta / model.albedo_std.clamp_min(1e-12))
 
 

@@ -6,14 +6,17 @@ midpoint-subdivided (a different topology, with more vertices and faces) and dis
 normals by a smooth random field of about 0.5-1 mm (detail the model cannot represent). That mesh,
 not the model's, is rendered (per-pixel SH shading) over a random textured background, then random
 occluders, Gaussian blur and Gaussian image noise are applied. Landmarks are the projected true
-landmark vertices (contour landmarks marched to the silhouette) plus pixel noise.
+landmark vertices (contour landmarks marched to the silhouette) plus pixel noise. A model without an albedo
+model (the Surrey model) has its faces painted with a smooth random albedo (:func:`paint_albedo`) instead of
+its constant mean colour.
 
 Output folder::
 
     images/NAME.png, images/NAME.pts     the photo and its 68 landmarks (300W .pts, 1-based)
     meshes/NAME.obj                      ground-truth mesh, model space, millimetres
     meshes/NAME_landmarks.npy            (68, 3) the model's 68 landmark vertices on that mesh
-    params.npz                           true parameters of every face (see write_params_npz)
+    params.npz                           true parameters of every face (see write_params_npz); with a painted
+                                         albedo also ``albedo (N, V, 3)``, at the model's vertices
     manifest.json                        config, model identity, mesh topology, one entry per face
 
 Subdivision appends the edge midpoints after the original vertices, so model vertex ``i`` is
@@ -199,8 +202,8 @@ def smooth_displacement_field(points: torch.Tensor, amplitude_mm: torch.Tensor, 
 
 def ground_truth_meshes(model: MorphableModel, params: FaceParameters, amplitude_mm: torch.Tensor,
                         wave_vectors: torch.Tensor, phases: torch.Tensor, levels: int = 1,
-                        detail_on_neutral: bool = False,
-                        batch_invariant: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                        detail_on_neutral: bool = False, batch_invariant: bool = False,
+                        albedo: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """True model-space meshes outside the model's span: subdivided, then displaced along the normals.
 
     Args:
@@ -212,6 +215,7 @@ def ground_truth_meshes(model: MorphableModel, params: FaceParameters, amplitude
             a subject's detail is the same on every vertex whatever the expression (video sequences).
         batch_invariant: build each face's model shape and albedo on its own: a batched matrix product rounds
             differently with the batch size (about 1e-5 mm, which shows in the stored 0.1 µm).
+        albedo: the model vertices' albedo, in place of the model's (e.g. :func:`paint_albedo`'s), (B, V, 3).
 
     Returns:
         ``(vertices, faces, albedo)`` of the ground-truth meshes; the first ``V`` vertices are the
@@ -221,7 +225,8 @@ def ground_truth_meshes(model: MorphableModel, params: FaceParameters, amplitude
         -> vertices (B, V', 3), faces (F', 3), albedo (B, V', 3), with V' > V and F' = 4^levels·F.
     """
     each = [params.index(slice(i, i + 1)) for i in range(params.batch_size)] if batch_invariant else [params]
-    vertices, albedo = (torch.cat(parts) for parts in zip(*(model.from_parameters(p) for p in each)))
+    vertices, model_albedo = (torch.cat(parts) for parts in zip(*(model.from_parameters(p) for p in each)))
+    albedo = model_albedo if albedo is None else albedo.to(model_albedo)
     neutral = (torch.cat([model.shape(p.alpha_id, torch.zeros_like(p.alpha_exp)) for p in each])
                if detail_on_neutral else None)
     faces = model.triangles
@@ -233,6 +238,87 @@ def ground_truth_meshes(model: MorphableModel, params: FaceParameters, amplitude
                                              phases)
     vertices = vertices + displacement[..., None] * vertex_normals(vertices, faces)
     return vertices, faces, albedo
+
+
+# -- a painted albedo, for models without an albedo model ----------------------------------------------
+
+@dataclass(frozen=True)
+class AlbedoPaint:
+    """How :func:`paint_albedo` colours the faces of a model without an albedo model (fixed settings, recorded in
+    the manifest): the model's mean colour times a per-face tone, times ``1 +`` a smooth luminance field and a
+    smaller smooth field per channel, each a sum of plane waves (:func:`smooth_displacement_field`) over the
+    mean shape, so that the colour sits on the skin whatever the expression.
+
+    Attributes:
+        tone_log_std: σ of the log of each face's overall brightness.
+        tint_std: σ of each channel's relative change of that tone.
+        luminance_amplitude: the luminance field's largest relative change is drawn uniformly in this range.
+        channel_amplitude: the largest relative change of each channel's own field.
+        wavelength_mm: the plane waves' wavelengths are drawn uniformly in this range (mm).
+        waves: plane waves per field.
+        limits: the albedo is clamped to this range.
+    """
+
+    tone_log_std: float = 0.1
+    tint_std: float = 0.04
+    luminance_amplitude: tuple[float, float] = (0.15, 0.3)
+    channel_amplitude: float = 0.08
+    wavelength_mm: tuple[float, float] = (30.0, 120.0)
+    waves: int = 8
+    limits: tuple[float, float] = (0.02, 1.0)
+
+
+ALBEDO_PAINT = AlbedoPaint()
+
+
+@dataclass
+class AlbedoDraw:
+    """One face's painted albedo: its tone and four smooth fields (luminance, then R, G, B).
+
+    Shape:
+        tone: (3,); amplitudes: (4,); wave_vectors: (4, K, 3) rad/mm; phases: (4, K).
+    """
+
+    tone: torch.Tensor
+    amplitudes: torch.Tensor
+    wave_vectors: torch.Tensor
+    phases: torch.Tensor
+
+
+def draw_albedo(seed: int, paint: AlbedoPaint = ALBEDO_PAINT) -> AlbedoDraw:
+    """A painted albedo's random settings, from their own seed (so nothing else a face draws changes)."""
+    g = torch.Generator().manual_seed(seed)
+    brightness = torch.exp(torch.randn(1, generator=g) * paint.tone_log_std)
+    tone = brightness * (1 + torch.randn(3, generator=g) * paint.tint_std)
+    low, high = paint.luminance_amplitude
+    amplitudes = torch.cat([low + (high - low) * torch.rand(1, generator=g), torch.full((3,), paint.channel_amplitude)])
+    directions = torch.nn.functional.normalize(torch.randn(4, paint.waves, 3, generator=g), dim=-1)
+    shortest, longest = paint.wavelength_mm
+    wavelengths = shortest + (longest - shortest) * torch.rand(4, paint.waves, 1, generator=g)
+    phases = torch.rand(4, paint.waves, generator=g) * 2 * math.pi
+    return AlbedoDraw(tone, amplitudes, 2 * math.pi * directions / wavelengths, phases)
+
+
+def paint_albedo(model: MorphableModel, draws: list[AlbedoDraw], paint: AlbedoPaint = ALBEDO_PAINT) -> torch.Tensor:
+    """Smooth random albedos over the model's mean shape (:class:`AlbedoPaint`), one per draw.
+
+    Shape:
+        -> (B, V, 3) on the model's device.
+    """
+    points = model.mean_shape.detach().cpu().float()
+    albedo = []
+    for draw in draws:
+        fields = smooth_displacement_field(points.expand(4, -1, -1), draw.amplitudes, draw.wave_vectors,
+                                           draw.phases)  # (4, V): luminance, R, G, B
+        relative = 1 + fields[0, :, None] + fields[1:].T
+        albedo.append((model.albedo_mean.cpu() * draw.tone * relative).clamp(*paint.limits))
+    return torch.stack(albedo).to(model.mean_shape.device)
+
+
+def painted_albedo_record() -> dict:
+    """The manifest's ``albedo`` entry of a benchmark whose faces :func:`paint_albedo` coloured."""
+    return {"source": "painted: a smooth random field (the model has no albedo model)", **asdict(ALBEDO_PAINT),
+            "params_npz": "albedo (N, V, 3) at the model's vertices"}
 
 
 # -- image degradations ---------------------------------------------------------------------------
@@ -430,11 +516,15 @@ class FaceDraws:
     blur_sigma_px: float
     seed: int  # landmark noise
     background_seed: int
+    albedo: AlbedoDraw | None = None  # used by models without an albedo model: paint_albedo
+
+
+ALBEDO_STREAM = 1  # a face's painted albedo draws from face_seed(its seed, ALBEDO_STREAM)
 
 
 def draw_face(config: SynthBenchmarkConfig, seed: int) -> FaceDraws:
     """The detail, blur and noise settings of one face, from its seed (:func:`face_seed`); the returned
-    generator goes on from there."""
+    generator goes on from there (a painted albedo has its own: :data:`ALBEDO_STREAM`)."""
     g = torch.Generator().manual_seed(seed)
     low, high = config.displacement_mm
     amplitude = low + (high - low) * float(torch.rand(1, generator=g))
@@ -445,7 +535,8 @@ def draw_face(config: SynthBenchmarkConfig, seed: int) -> FaceDraws:
     phases = torch.rand(K, generator=g) * 2 * math.pi
     noise_std = config.noise_std_max * float(torch.rand(1, generator=g))
     blur = config.blur_sigma_max_px * float(torch.rand(1, generator=g))
-    return FaceDraws(g, amplitude, 2 * math.pi * directions / wavelengths, phases, noise_std, blur, seed, seed)
+    return FaceDraws(g, amplitude, 2 * math.pi * directions / wavelengths, phases, noise_std, blur, seed, seed,
+                     draw_albedo(face_seed(seed, ALBEDO_STREAM)))
 
 
 def _render_chunk(model: MorphableModel, renderer, params: FaceParameters, draws: list[FaceDraws],
@@ -455,10 +546,11 @@ def _render_chunk(model: MorphableModel, renderer, params: FaceParameters, draws
     :func:`gaussian_blur`; ``detail_on_neutral``, ``batch_invariant``: :func:`ground_truth_meshes`)."""
     device = params.translation.device
     size = config.scene.image_size
+    painted = paint_albedo(model, [d.albedo for d in draws]) if model.tex_dims == 0 else None
     vertices, faces, albedo = ground_truth_meshes(
         model, params, torch.tensor([d.amplitude_mm for d in draws], device=device),
         torch.stack([d.wave_vectors for d in draws]).to(device), torch.stack([d.phases for d in draws]).to(device),
-        config.subdivision_levels, detail_on_neutral, batch_invariant)
+        config.subdivision_levels, detail_on_neutral, batch_invariant, painted)
     out = renderer(vertices, faces, albedo, params.sh, angles=params.angles, translation=params.translation,
                    focal=params.focal, principal_point=params.principal_point)
     backgrounds = torch.cat([textured_backgrounds(1, size, d.background_seed) for d in draws]).to(device)
@@ -487,6 +579,7 @@ def _render_chunk(model: MorphableModel, renderer, params: FaceParameters, draws
         "occluders": [n for _, _, n in occluders],
         "occluded_fraction": ((occluder_mask & face_mask).sum((1, 2)) / face_pixels).tolist(),
         "face_pixels": face_mask.sum((1, 2)).tolist(),
+        **({} if painted is None else {"albedo": painted}),
     }
 
 
@@ -527,7 +620,9 @@ def write_faces(out: Path, model: MorphableModel, config: SynthBenchmarkConfig, 
     """
     size = config.scene.image_size
     renderer = FaceRenderer(model, size, per_pixel=True, backend=config.backend).renderer
-    samples, per_face = [], {key: [] for key in ("landmarks_2d", "landmarks_2d_clean", "landmark_vertex_indices")}
+    painted = model.tex_dims == 0  # paint_albedo's albedo goes to params.npz
+    keys = ("landmarks_2d", "landmarks_2d_clean", "landmark_vertex_indices") + (("albedo",) if painted else ())
+    samples, per_face = [], {key: [] for key in keys}
     mesh_size = (0, 0)
     obj_writer = None
     for start in range(0, len(names), config.batch_size):
@@ -554,6 +649,8 @@ def write_faces(out: Path, model: MorphableModel, config: SynthBenchmarkConfig, 
                 "occluders": chunk["occluders"][k], "occluded_fraction": chunk["occluded_fraction"][k],
                 "face_pixels": int(chunk["face_pixels"][k]), "displacement_amplitude_mm": draws[i].amplitude_mm,
                 "landmark_error_interocular": chunk["landmark_error_interocular"][k],
+                **({"albedo_tone": draws[i].albedo.tone.tolist(),
+                    "albedo_luminance_amplitude": float(draws[i].albedo.amplitudes[0])} if painted else {}),
             })
         for key in per_face:
             per_face[key].append(chunk[key].cpu().numpy())
@@ -584,6 +681,7 @@ def benchmark_manifest(config_record: dict, config: SynthBenchmarkConfig, model:
                       "error_interocular_mean": float(np.mean([s["landmark_error_interocular"] for s in samples])),
                       "landmarks_3d": "the model's 68 landmark vertices on the ground-truth mesh, NaN if undefined"},
         "params": "params.npz",
+        **({} if model.tex_dims else {"albedo": painted_albedo_record()}),
         **entries,
         "samples": samples,
     }
