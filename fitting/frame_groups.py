@@ -34,6 +34,12 @@ class DifferenceOperator:
     coefficients: tuple[float, ...]
     num_frames: int
 
+    @staticmethod
+    def empty(num_frames: int, order: int = 2, device: torch.device | str = "cpu") -> "DifferenceOperator":
+        """An operator without rows: nothing is smoothed."""
+        return DifferenceOperator(torch.zeros(0, order + 1, dtype=torch.long, device=device),
+                                  DIFFERENCE_COEFFICIENTS[order], num_frames)
+
     @property
     def num_rows(self) -> int:
         return int(self.rows.shape[0])
@@ -110,8 +116,7 @@ class FrameGroups:
         n = order + 1
         B, device = self.num_frames, self.subject.device
         if B < n:
-            return DifferenceOperator(torch.zeros(0, n, dtype=torch.long, device=device),
-                                      DIFFERENCE_COEFFICIENTS[order], B)
+            return DifferenceOperator.empty(B, order, device)
         # each subject's frames side by side, in batch order: a subject's frames need not be contiguous
         by_subject = torch.sort(self.subject, stable=True).indices
         windows = by_subject.unfold(0, n, 1)  # (B - order, n)

@@ -15,7 +15,7 @@ import torch
 
 from diffface.morphable_model import MorphableModel
 
-from .frame_groups import FrameGroups
+from .frame_groups import DifferenceOperator, FrameGroups
 from .landmark_fitting import NUM_LANDMARKS
 from .sequence_fitting import SequenceFitConfig, smoothness_weights
 
@@ -29,7 +29,8 @@ class FrameTies:
     def __init__(self, groups: FrameGroups, sequence: SequenceFitConfig, model: MorphableModel, c_lands: float,
                  dtype: torch.dtype, device: torch.device):
         self.groups, self.sequence = groups.to(device), sequence
-        self.operator = self.groups.difference(sequence.smooth_order) if sequence.smooth else None
+        self.operator = (self.groups.difference(sequence.smooth_order) if sequence.smooth
+                         else DifferenceOperator.empty(self.groups.num_frames, device=device))
         scale = c_lands / NUM_LANDMARKS
         weights = smoothness_weights(sequence, model, dtype)
         std = model.exp_std.to(dtype).cpu().clamp_min(1e-12)
@@ -60,7 +61,7 @@ class FrameTies:
     def smoothness(self, angles: torch.Tensor, translation: torch.Tensor, expression: torch.Tensor) -> torch.Tensor:
         """The smoothness energy, each difference row charged to its first frame. Shape: (B, 3), (B, 3), (B, K) -> (B,)."""
         out = angles.new_zeros(angles.shape[0])
-        if self.operator is None or self.operator.num_rows == 0:
+        if self.operator.num_rows == 0:
             return out
         rows = sum((self.operator.apply(x).pow(2) * self.weights[name]).sum(-1)
                    for name, x in (("angles", angles), ("translation", translation), ("expression", expression)))

@@ -218,6 +218,8 @@ class _SequenceProblem:
                  groups: FrameGroups, config: LandmarkFitConfig, sequence: SequenceFitConfig, focal: torch.Tensor,
                  principal_point: torch.Tensor, frozen: torch.Tensor):
         present = torch.isfinite(landmarks_2d).all(-1) & model.landmark_mask[None]
+        if sequence.share_identity and sequence.r_id is not None:  # a shared identity's own prior weight
+            config = replace(config, r_id=sequence.r_id)
         self.frames = _Stage1Problem(model, landmarks_2d, present, image_size, config, focal, principal_point)
         self.groups, self.sequence = groups, sequence
         dtype, device = landmarks_2d.dtype, landmarks_2d.device
@@ -226,12 +228,9 @@ class _SequenceProblem:
         # the subject of every identity: G = S when shared, G = B otherwise
         self.identity_owner = (torch.arange(groups.num_subjects, device=device) if sequence.share_identity
                                else groups.subject)
-        self.operator = groups.difference(sequence.smooth_order) if sequence.smooth else groups.difference(1)
-        if not sequence.smooth:
-            self.operator = DifferenceOperator(self.operator.rows[:0], self.operator.coefficients, B)
+        self.operator = (groups.difference(sequence.smooth_order) if sequence.smooth
+                         else DifferenceOperator.empty(B, device=device))
         self.weights = {k: v.to(device) for k, v in smoothness_weights(sequence, model, dtype).items()}
-        if sequence.share_identity and sequence.r_id is not None:  # a shared identity's own prior weight
-            self.frames.prior_weight["identity"] = ((sequence.r_id ** 0.5) / model.id_std).to(dtype)
         self.free = ~frozen
 
     def identity_frames(self, identity: torch.Tensor) -> torch.Tensor:

@@ -48,7 +48,7 @@ def fit_subject(model: MorphableModel, subject: Subject, frames: list[FitItem], 
             record_failure(out_dir, item, rank, log)
             counts["failed"] += 1
     good = [item for item in frames if item.status == "ok"]
-    if len(good) == 1 and len(frames) >= 1:
+    if len(good) == 1:
         log.write({"subject": subject.name, "status": "note", "rank": rank,
                    "reason": f"subject {subject.name}: one usable image of {len(frames)}; its identity rests on it alone"})
     identities, betas, energies, segments, keys, fitted, rows = [], [], [], [], [], [], []

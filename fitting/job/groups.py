@@ -26,6 +26,7 @@ import numpy as np
 
 from diffface.atomic_io import atomic_write
 from diffface.landmarks.images import list_images
+from diffface.video_io import VIDEO_SUFFIXES, extract_frames, is_video
 
 from .config import GROUP_BY
 from .inputs import FitInput, _key_for
@@ -100,8 +101,6 @@ def subjects_from_videos(source: Path, frames_dir: Path, stride: int = 1) -> tup
 
     Returns the subjects and one failure record per video that could not be read (the rest go on).
     """
-    from diffface.video_io import VIDEO_SUFFIXES, extract_frames, is_video
-
     if source.is_dir():
         videos = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
         if not videos:

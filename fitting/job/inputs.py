@@ -130,6 +130,11 @@ class FitImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def reset_tracking(self) -> None:
+        """Forget the tracked face (the next item starts a new video); nothing to do before the first item."""
+        if self.track and self._detector is not None:
+            self._detector.reset()
+
     def __getitem__(self, i: int) -> FitItem:
         item = self.items[i]
         record = FitItem(index=self.indices[i], image=str(item.path), key=item.key)
@@ -183,8 +188,7 @@ class SubjectImageDataset(Dataset):
 
     def __getitem__(self, s: int) -> list[FitItem]:
         start = self.stops[s - 1] if s else 0
-        if self.frames._detector is not None:
-            self.frames._detector.reset()
+        self.frames.reset_tracking()
         return [self.frames[i] for i in range(start, self.stops[s])]
 
 

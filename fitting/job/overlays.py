@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from diffface.landmarks import read_image
+from diffface.landmarks import CropTransform, read_image
 from diffface.lighting import default_lighting
 from diffface.morphable_model import MorphableModel
 from diffface.renderers import FaceRenderer
@@ -28,39 +28,46 @@ from .inputs import FitItem
 OVERLAYS_DIR = "overlays"
 
 
+def _resize_transform(scale: float, size: tuple[int, int]) -> CropTransform:
+    """Original pixels to the pixels of the frame resized by ``scale`` (pixel centres move: ``u' = s·(u + ½) − ½``)."""
+    s, t = float(scale), 0.5 * float(scale) - 0.5
+    matrix = torch.tensor([[[s, 0.0, t], [0.0, s, t], [0.0, 0.0, 1.0]]], dtype=torch.float64)
+    return CropTransform(matrix=matrix, size=max(size))
+
+
 def overlay_frames(model: MorphableModel, items: list[FitItem], fit: BatchFit, max_side: int = 320,
-                   opacity: float = 0.6, chunk: int = 16) -> list[np.ndarray]:
+                   opacity: float = 0.6) -> list[np.ndarray]:
     """The overlay picture of every fitted frame. Shape: -> N × (h, w, 3) uint8."""
     device = model.mean_shape.device
     renderers: dict[tuple[int, int], FaceRenderer] = {}
     pictures = []
-    for start in range(0, len(items), chunk):
-        part = items[start:start + chunk]
-        for b, item in enumerate(part, start=start):
-            image = read_image(item.image)
-            height, width = image.shape[:2]
-            scale = min(1.0, max_side / max(height, width))
-            size = (max(1, round(height * scale)), max(1, round(width * scale)))
-            small = np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
-            params = fit.params.index(slice(b, b + 1)).map(lambda t: t.to(device))
-            params = replace(params, focal=params.focal * scale, principal_point=(params.principal_point + 0.5) * scale
-                             - 0.5)
-            if params.beta is None:
-                params = replace(params, beta=torch.zeros(1, model.tex_dims, device=device))
-            if params.sh is None:
-                params = replace(params, sh=default_lighting(1, device=device))
-            if size not in renderers:
-                renderers[size] = FaceRenderer(model, size, backend="builtin").to(device)
-            with torch.no_grad():
-                out = renderers[size](params)
-            rendered = out.images[0].clamp(0, 1).cpu().numpy()
-            mask = out.fragments.mask[0].cpu().numpy()[..., None] * opacity
-            blended = (small / 255.0) * (1 - mask) + rendered * mask
-            picture = (blended * 255).round().astype(np.uint8)
-            observed = (np.asarray(item.landmarks) + 0.5) * scale - 0.5  # pixel centres move with the resize
-            fitted = (fit.landmarks[b].cpu().numpy() + 0.5) * scale - 0.5
-            pictures.append(np.asarray(overlay_landmarks(picture, [(observed, (80, 255, 80)),
-                                                                   (fitted, (255, 60, 60))], radius=1.0)))
+    for b, item in enumerate(items):
+        image = read_image(item.image)
+        height, width = image.shape[:2]
+        scale = min(1.0, max_side / max(height, width))
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        small = np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+        resize = _resize_transform(scale, size)
+        params = fit.params.index(slice(b, b + 1))
+        focal, principal_point = resize.apply_camera(params.focal.double().cpu(), params.principal_point.double().cpu())
+        params = replace(params.map(lambda t: t.to(device)), focal=focal.float().to(device),
+                         principal_point=principal_point.float().to(device))
+        if params.beta is None:
+            params = replace(params, beta=torch.zeros(1, model.tex_dims, device=device))
+        if params.sh is None:
+            params = replace(params, sh=default_lighting(1, device=device))
+        if size not in renderers:
+            renderers[size] = FaceRenderer(model, size, backend="builtin").to(device)
+        with torch.no_grad():
+            out = renderers[size](params)
+        rendered = out.images[0].clamp(0, 1).cpu().numpy()
+        mask = out.fragments.mask[0].cpu().numpy()[..., None] * opacity
+        blended = (small / 255.0) * (1 - mask) + rendered * mask
+        picture = (blended * 255).round().astype(np.uint8)
+        observed, fitted = (resize.apply_points(torch.as_tensor(np.asarray(points), dtype=torch.float64)[None])[0]
+                            .numpy() for points in (item.landmarks, fit.landmarks[b].cpu()))
+        pictures.append(np.asarray(overlay_landmarks(picture, [(observed, (80, 255, 80)),
+                                                               (fitted, (255, 60, 60))], radius=1.0)))
     return pictures
 
 
