@@ -1,6 +1,7 @@
 """Stage 2 of the method: fit to the image's colours, in the model's UV frame.
 
-``E = E_tex + c_lands·E_lands + r_beta·E_reg,tex + r_exp·E_reg,exp`` (no identity prior in stage 2):
+``E = E_tex + c_lands·E_lands + r_beta·E_reg,tex + r_exp·E_reg,exp`` (+ ``r_id·E_reg,id``, 0 by default as in the
+method; ``r_exp`` deviates from the method's 10: :class:`TextureFitConfig`):
 
 * ``E_tex = ‖M ⊙ (I_target − I_rendered)‖ / |M|`` in a fixed-size UV image
   (:class:`diffface.renderers.VertexRenderer`): ``I_rendered`` is the SH-lit albedo of every vertex,
@@ -65,7 +66,14 @@ class TextureFitConfig:
     Attributes:
         c_lands: weight of the landmark term.
         r_beta: weight of the albedo prior (r_beta,2); with a free albedo (below) 1, its prior being ``E_alb``.
-        r_exp: weight of the expression prior (r_exp,2).
+        r_exp: weight of the expression prior (r_exp,2). Default 0.001, **not the method's 10**: ``E_tex`` here is a
+            mean over the texels (about 0.06 on a fit), so 10·Σ(α_exp/σ)² outweighs it by three orders of magnitude
+            and flattens every expression (Σ(α_exp/σ)² 14.7 in the truth, 0.001 after stage 2), which the identity
+            (no prior in stage 2) then mimics. Measured with ``benchmarks/accuracy_fit.py`` (48 faces × seeds 1-3,
+            ICP AUC; r_exp chosen on other seeds): built-in, ``.pts`` landmarks: landmarks 0.792, r_exp 10 0.789,
+            0.01 0.798, 0.001 0.800; detector-like landmarks: 0.785 / 0.778 / 0.786 / 0.792; the Surrey model:
+            0.713 / 0.630 / 0.745 / 0.749 (docs/accuracy.md).
+        r_id: weight of an identity prior ``Σ(α_id/σ)²`` (the method's stage 2 has none: 0).
         norm: ``"l1"``, ``"l2"`` or ``"l21"`` for the texture term.
         uv_size: side of the UV image the texture term is compared in.
         rounds: passes over the groups.
@@ -96,7 +104,8 @@ class TextureFitConfig:
 
     c_lands: float = 10.0
     r_beta: float = 0.001
-    r_exp: float = 10.0
+    r_exp: float = 0.001
+    r_id: float = 0.0
     norm: str = "l21"
     uv_size: int = 64
     rounds: int = 3
@@ -115,6 +124,9 @@ class TextureFitConfig:
     free_albedo_modes: int = 64
 
     def __post_init__(self):
+        if min(self.c_lands, self.r_beta, self.r_exp, self.r_id) < 0:
+            raise ValueError(f"c_lands, r_beta, r_exp and r_id must be >= 0, got {self.c_lands}, {self.r_beta}, "
+                             f"{self.r_exp}, {self.r_id}")
         if self.term not in TERMS:
             raise ValueError(f"term must be one of {TERMS}, got {self.term!r}")
         if self.image_term_size < 0:
@@ -345,13 +357,16 @@ class _Stage2Energy:
         albedo_prior = (params.beta / model.albedo_std.clamp_min(1e-12)).pow(2).sum(-1)
         exp_sigma = params.alpha_exp / model.exp_std.clamp_min(1e-12)
         exp_prior = exp_sigma.pow(2).sum(-1)
+        id_prior = (params.alpha_id / model.id_std.clamp_min(1e-12)).pow(2).sum(-1)
         terms = {"texture": texture, "landmarks": landmarks, "albedo_prior": albedo_prior, "exp_prior": exp_prior,
-                 "output": out}
+                 "id_prior": id_prior, "output": out}
         # a shared albedo's prior counts once per subject; one order of the sum with and without ties keeps an
         # untied fit's energies as they were, bit for bit
         albedo_share = 1.0 if self.ties is None else self.ties.prior_share(texture.dtype)
         energy = (texture + config.c_lands * landmarks + config.r_beta * albedo_prior * albedo_share
                   + config.r_exp * exp_prior)
+        if config.r_id:  # a shared identity's prior counts once per subject, like the albedo's
+            energy = energy + config.r_id * id_prior * albedo_share
         if self.ties is not None:  # the smoothness rows charge their first frame
             terms["smoothness"] = self.ties.smoothness(params.angles, params.translation, exp_sigma)
             energy = energy + terms["smoothness"]

@@ -141,3 +141,19 @@ def test_zbuffer_visibility_leaves_out_what_the_nose_hides(model, scene):
     assert torch.isfinite(result.energy).all() and not result.diverged.any()
     with pytest.raises(ValueError, match="visibility must be one of"):
         TextureFitConfig(visibility="rays")
+
+
+def test_identity_prior_adds_its_weighted_sum_and_pulls_the_identity_in(model, scene):
+    truth, images, landmarks = scene
+    frozen = TextureFitConfig(groups=("pose",), rounds=1, steps_per_group=0, uv_size=32)
+    plain = fit_texture(model, images, landmarks, truth, frozen)
+    weighted = fit_texture(model, images, landmarks, truth, replace(frozen, r_id=0.25))
+    expected = 0.25 * (truth.alpha_id / model.id_std).pow(2).sum(-1)
+    assert (expected > 1).all()
+    torch.testing.assert_close(weighted.energy - plain.energy, expected, rtol=1e-5, atol=1e-6)
+    moving = TextureFitConfig(groups=("identity",), rounds=1, steps_per_group=4, uv_size=32)
+    free = fit_texture(model, images, landmarks, truth, moving).params.alpha_id
+    pulled = fit_texture(model, images, landmarks, truth, replace(moving, r_id=1.0)).params.alpha_id
+    assert ((pulled / model.id_std).norm(dim=-1) < (free / model.id_std).norm(dim=-1)).all()
+    with pytest.raises(ValueError, match="r_id"):
+        TextureFitConfig(r_id=-1.0)
