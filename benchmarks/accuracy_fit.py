@@ -24,7 +24,7 @@ along the jaw: about 6.5 %); the measured figure is reported. docs/accuracy.md h
 ``--variant NAME=KEY=VALUE[,KEY=VALUE]`` (stage 2 with those ``--set`` settings), and the upper bound.
 Everything is kept in ``--out`` and a re-run resumes (fits and baselines already there are not redone).
 
-    python benchmarks/accuracy_fit.py --out DIR [--seeds 1 2 3] [--n 48] [--models builtin sfm.npz] [--json]
+    python benchmarks/accuracy_fit.py [--out DIR] [--seeds 1 2 3] [--n 48] [--models builtin sfm.npz] [--json]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -213,7 +214,8 @@ def parse_variants(specs: list[str]) -> dict[str, list[str]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="working folder (kept; a re-run resumes)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="working folder (kept; a re-run resumes); default: a temporary folder, removed after")
     parser.add_argument("--n", type=int, default=48, help="synthetic faces per seed (default 48)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--image-size", type=int, default=224, help="photo side in pixels (default 224, synth's)")
@@ -228,6 +230,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="an extra stage-2 row with these --set settings (repeatable)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
+    if args.out is None:
+        with tempfile.TemporaryDirectory(prefix="accuracy_fit_") as tmp:
+            args.out = Path(tmp)
+            measure(args)
+    else:
+        measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
     models = args.models
     if models is None:
         models = ["builtin"]
