@@ -211,7 +211,11 @@ def fit_scene(model):
     return photograph(model, truth).clamp(0, 1), landmarks, start
 
 
-def test_fit_texture_with_the_image_term(model, fit_scene):
+def _double(params):
+    return replace(params, **{k: v.double() for k, v in vars(params).items() if torch.is_tensor(v)})
+
+
+def test_fit_texture_with_the_image_term(model, model64, fit_scene):
     images, landmarks, start = fit_scene
     config = TextureFitConfig(term="image", rounds=2, steps_per_group=2)
     result = fit_texture(model, images, landmarks, start, config)
@@ -220,10 +224,14 @@ def test_fit_texture_with_the_image_term(model, fit_scene):
                                                                       angles=start.angles))
     assert (result.energy < initial["energy"]).all()
     assert (result.history[-1] <= result.history[0] + 1e-6).all()
-    # samples stay independent: the second alone fits as in the batch, up to float rounding of batched products
-    alone = fit_texture(model, images[1:], landmarks[1:], start.index(slice(1, 2)), config)
-    torch.testing.assert_close(alone.params.alpha_id, result.params.alpha_id[1:], rtol=0, atol=5e-3)
-    torch.testing.assert_close(alone.energy, result.energy[1:], rtol=1e-3, atol=1e-5)
+    # samples stay independent: the second alone fits as in the batch. In float64: in float32 the rounding of
+    # batched products can flip the sign of a near-zero gradient, and Adam's normalised step turns that into a
+    # step of the full learning rate (0.04 σ apart after two rounds), whichever sample it is
+    images64, landmarks64, start64 = images.double(), landmarks.double(), _double(start)
+    batch = fit_texture(model64, images64, landmarks64, start64, config)
+    alone = fit_texture(model64, images64[1:], landmarks64[1:], start64.index(slice(1, 2)), config)
+    torch.testing.assert_close(alone.params.alpha_id, batch.params.alpha_id[1:], rtol=0, atol=1e-6)
+    torch.testing.assert_close(alone.energy, batch.energy[1:], rtol=1e-9, atol=1e-12)
     # with one albedo for both frames
     tied = fit_texture(model, images, landmarks, start, replace(config, rounds=1),
                        groups=FrameGroups(torch.tensor([0, 0]), torch.tensor([False])))

@@ -192,6 +192,17 @@ def test_two_ranks_train_with_unlabeled_photos_like_one_process(tiny_dataset, ph
     for key, value in one.items():
         if key.startswith("loss/"):
             assert two[key] == pytest.approx(value, rel=1e-4), key
+    # the weights agree to rounding, except where a rounding-level gradient changed sign between the two
+    # summation orders: Adam's normalised first steps turn that into up to a learning rate per step (seen on
+    # under 1 % of the weights here), so those may differ by at most steps × lr × 2, and they must stay few
     a, b = _weights(tmp_path / "one/model.pt"), _weights(tmp_path / "two/model.pt")
+    bound, far, total = 2 * config.steps * config.lr, 0, 0
     for key, value in a.items():
-        torch.testing.assert_close(b[key], value, rtol=1e-4, atol=1e-5, msg=key)
+        if not value.is_floating_point():
+            torch.testing.assert_close(b[key], value, msg=key)
+            continue
+        difference = (b[key] - value).abs()
+        assert difference.max() <= bound, (key, float(difference.max()))
+        far += int((difference > 1e-5 + 1e-4 * value.abs()).sum())
+        total += value.numel()
+    assert far <= 0.02 * total, (far, total)
