@@ -37,7 +37,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from bench_output import add_output_arguments, emit
+from bench_output import add_output_arguments, emit, parse_variants
 
 from diffface.evaluation.metrics import auc
 
@@ -199,17 +199,6 @@ def print_table(result: dict) -> None:
     print("\ntargets (per seed; mean)")
     for name, value in result["targets"].items():
         print(f"  {name:<36} {value['per_seed']}  mean {value['mean']}")
-
-
-def parse_variants(specs: list[str]) -> dict[str, list[str]]:
-    """``NAME=KEY=VALUE[,KEY=VALUE]`` -> {NAME: ["KEY=VALUE", ...]}."""
-    variants = {}
-    for spec in specs:
-        name, sep, settings = spec.partition("=")
-        if not sep or "=" not in settings:
-            raise SystemExit(f"--variant {spec!r}: expected NAME=KEY=VALUE[,KEY=VALUE]")
-        variants[name] = settings.split(",")
-    return variants
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,3 +22,14 @@ def emit(result: dict, args: argparse.Namespace, print_table: Callable[[dict], N
         print(json.dumps(result))
     else:
         print_table(result)
+
+
+def parse_variants(specs: list[str]) -> dict[str, list[str]]:
+    """``NAME=KEY=VALUE[,KEY=VALUE]`` -> {NAME: ["KEY=VALUE", ...]}."""
+    variants = {}
+    for spec in specs:
+        name, sep, settings = spec.partition("=")
+        if not sep or "=" not in settings:
+            raise SystemExit(f"--variant {spec!r}: expected NAME=KEY=VALUE[,KEY=VALUE]")
+        variants[name] = settings.split(",")
+    return variants
