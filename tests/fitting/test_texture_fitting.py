@@ -89,6 +89,29 @@ def test_fit_texture_lowers_the_energy_and_keeps_samples_independent(model, scen
     torch.testing.assert_close(single.energy, result.energy[1:], rtol=1e-3, atol=1e-5)
 
 
+def test_persistent_adam_keeps_one_optimizer_per_group_across_rounds(model, scene, monkeypatch):
+    truth, images, landmarks = scene
+    start = replace(truth, alpha_id=torch.zeros_like(truth.alpha_id), beta=None, sh=None)
+    created = []
+
+    class CountingAdam(torch.optim.Adam):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            created.append(self)
+
+    monkeypatch.setattr(torch.optim, "Adam", CountingAdam)
+    config = TextureFitConfig(rounds=3, steps_per_group=2, uv_size=32)
+    fresh = fit_texture(model, images, landmarks, start, config)
+    assert len(created) == 3 * 3  # pose, identity, expression in each of 3 rounds
+    created.clear()
+    kept = fit_texture(model, images, landmarks, start, replace(config, persistent_adam=True))
+    assert len(created) == 3
+    # each optimizer counted every step of its group over all rounds: 3 rounds x 2 steps
+    assert all(state["step"] == 6 for adam in created for state in adam.state.values())
+    assert not kept.diverged.any() and (kept.history[-1] <= kept.history[0] + 1e-6).all()
+    assert not torch.equal(kept.params.alpha_id, fresh.params.alpha_id)
+
+
 def test_a_diverging_sample_is_reset_without_touching_the_others():
     variables = {"pose": torch.tensor([[0.1, 0.2, 0.3], [float("nan"), 0.0, 0.0]])}
     last_good = {"pose": torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])}
