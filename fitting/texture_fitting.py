@@ -106,7 +106,7 @@ class TextureFitConfig:
             (``benchmarks/stage2_drift.py``). With 6 rounds (``accuracy_fit.py``, 48 faces × seeds 1-3, chosen on
             seeds 5 and 7): built-in model, ``.pts`` AUC 0.807 against the default's 0.800, detector-like 0.798
             against 0.790, at about twice the time (BFM-sized, batch 32: 1.13 against 2.34 images/s); with 3 rounds
-            0.802 / 0.792 (docs/accuracy.md).
+            0.802 / 0.792; the Surrey model: 0.749 either way (docs/accuracy.md).
     """
 
     c_lands: float = 10.0
