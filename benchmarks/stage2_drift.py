@@ -36,7 +36,7 @@ from bench_output import add_output_arguments, emit, parse_variants
 from diffface.alignment import procrustes
 from diffface.app.synth import sample_scenes
 from diffface.app.synth_benchmark import SynthBenchmarkConfig, benchmark_scene, generate_benchmark
-from diffface.config_io import parse_overrides, update_dataclass
+from diffface.fitting.job.config import FitJobConfig
 from diffface.fitting.landmark_fitting import LandmarkFitConfig, fit_landmarks
 from diffface.fitting.texture_fitting import TextureFitConfig, _Stage2Energy, fit_texture
 from diffface.landmark_io import read_pts
@@ -82,11 +82,8 @@ def vertex_error_mm(model, params, truth_vertices: torch.Tensor) -> torch.Tensor
 
 
 def texture_config(settings: list[str]) -> TextureFitConfig:
-    """A :class:`TextureFitConfig` with ``KEY=VALUE`` settings (``--set texture.KEY=VALUE``'s syntax)."""
-    config = TextureFitConfig()
-    for mapping in parse_overrides(settings, "r_beta=1e-5"):
-        config = update_dataclass(config, mapping, "texture.")
-    return config
+    """A :class:`TextureFitConfig` with ``KEY=VALUE`` settings, applied as ``diffface fit --set texture.KEY=VALUE``."""
+    return FitJobConfig().with_overrides([f"texture.{setting}" for setting in settings]).texture
 
 
 def run_scene(model, scene: str, num_faces: int, seed: int, variants: dict[str, list[str]], work: Path) -> dict:
