@@ -16,8 +16,11 @@ prior's pull shows here), stage 1's error, and for each stage-2 setting the erro
 started at the truth and at stage 1. The error is the mean distance (mm) of the model's vertices to the
 corresponding true vertices after a rigid Procrustes alignment (not ``diffface evaluate``'s ICP: a diagnostic,
 per vertex). Settings are ``TextureFitConfig`` fields as ``diffface fit --set texture.KEY=VALUE`` takes them.
+Last, for both terms, the energy along the straight segment from stage 1's fit to the truth (shape, expression
+and pose interpolated, albedo and lighting solved at each point: :func:`segment_profile`), split into its
+texture, landmark and prior parts, beside the energy the fit reaches from stage 1.
 
-    python benchmarks/stage2_drift.py [--n 16] [--seed 5] [--scenes degraded clean exact]
+    python benchmarks/stage2_drift.py [--n 16] [--seed 5] [--scenes degraded clean exact] [--segment-points 5]
         [--variant "NAME=KEY=VALUE[,KEY=VALUE]" ...] [--json]
 """
 
@@ -86,7 +89,33 @@ def texture_config(settings: list[str]) -> TextureFitConfig:
     return FitJobConfig().with_overrides([f"texture.{setting}" for setting in settings]).texture
 
 
-def run_scene(model, scene: str, num_faces: int, seed: int, variants: dict[str, list[str]], work: Path) -> dict:
+def segment_profile(model, images, landmarks, start, truth, truth_vertices, term: str, points: int) -> list[dict]:
+    """Stage 2's energy along the straight segment from ``start`` (stage 1's fit) to the truth.
+
+    At ``t`` in ``linspace(0, 1, points)`` identity, expression, angles and translation are
+    ``start + t·(truth − start)`` (the camera is stage 1's); lighting and albedo are solved there as the fit
+    solves them (closed form, two alternations). A descent from stage 1 can follow the segment when the
+    energy falls along it; where the fit ends lower than anywhere on it, the energy has a minimum off the truth.
+    Each point: ``t``, error (mm, as :func:`vertex_error_mm`), total energy and its texture, landmark
+    (``c_lands·E_lands``) and prior parts, means over the faces.
+    """
+    config = TextureFitConfig(term=term, groups=("lighting", "albedo"), rounds=2)
+    rows = []
+    for t in torch.linspace(0, 1, points).tolist():
+        point = replace(start, beta=None, sh=None, **{
+            name: getattr(start, name) + t * (getattr(truth, name) - getattr(start, name))
+            for name in ("alpha_id", "alpha_exp", "angles", "translation")})
+        solved = fit_texture(model, images, landmarks, point, config)
+        landmark_part = config.c_lands * solved.landmarks
+        rows.append({"t": round(t, 4), "mm": float(vertex_error_mm(model, point, truth_vertices).mean()),
+                     "energy": float(solved.energy.mean()), "texture": float(solved.texture.mean()),
+                     "landmarks": float(landmark_part.mean()),
+                     "priors": float((solved.energy - solved.texture - landmark_part).mean())})
+    return rows
+
+
+def run_scene(model, scene: str, num_faces: int, seed: int, variants: dict[str, list[str]], work: Path,
+              segment_points: int = 0) -> dict:
     """One scene's figures (see the module docstring)."""
     config = scene_config(scene, "builtin", num_faces, seed)
     folder = work / scene
@@ -114,6 +143,9 @@ def run_scene(model, scene: str, num_faces: int, seed: int, variants: dict[str, 
                                "texture": float(fit.texture.mean()), "energy": float(fit.energy.mean()),
                                "seconds": time.perf_counter() - started}
         result["fits"][name] = {"settings": settings, **row}
+    if segment_points:
+        result["segment"] = {term: segment_profile(model, images, landmarks, stage1.params, truth, truth_vertices,
+                                                   term, segment_points) for term in ("uv", "image")}
     return result
 
 
@@ -129,6 +161,20 @@ def print_table(result: dict) -> None:
         for name, row in figures["fits"].items():
             print(f"  {name:<40} {row['truth']['mm']:>13.3f} {row['truth']['texture']:>7.4f} "
                   f"{row['stage1']['mm']:>15.3f} {row['stage1']['texture']:>7.4f}")
+        for term, rows in figures.get("segment", {}).items():
+            print(f"  segment stage 1 -> truth, {term} term (appearance solved at each point; default fit's energy "
+                  f"from stage 1: {_default_energy(figures, term)})")
+            print(f"    {'t':>5} {'mm':>7} {'energy':>8} {'texture':>8} {'c·lands':>8} {'priors':>8}")
+            for r in rows:
+                print(f"    {r['t']:>5.2f} {r['mm']:>7.3f} {r['energy']:>8.4f} {r['texture']:>8.4f} "
+                      f"{r['landmarks']:>8.4f} {r['priors']:>8.4f}")
+
+
+def _default_energy(figures: dict, term: str) -> str:
+    """The energy the built-in variant of ``term`` reaches from stage 1, for the segment table's heading."""
+    name = {"uv": "uv (default)", "image": "image term"}[term]
+    fit = figures["fits"].get(name)
+    return f"{fit['stage1']['energy']:.4f}" if fit else "not run"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -138,6 +184,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scenes", nargs="+", default=list(SCENES), choices=SCENES)
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[,KEY=VALUE]",
                         help="an extra stage-2 setting (repeatable; TextureFitConfig fields)")
+    parser.add_argument("--segment-points", type=int, default=5,
+                        help="points on the segment from stage 1 to the truth where the energy is evaluated with the "
+                             "appearance solved (default 5; 0: skip)")
     parser.add_argument("--threads", type=int, default=2)
     add_output_arguments(parser)
     args = parser.parse_args(argv)
@@ -147,7 +196,8 @@ def main(argv: list[str] | None = None) -> None:
         texture_config(settings)
     model = load_morphable_model("builtin")
     with tempfile.TemporaryDirectory(prefix="stage2_drift_") as tmp:
-        scenes = {scene: run_scene(model, scene, args.n, args.seed, variants, Path(tmp)) for scene in args.scenes}
+        scenes = {scene: run_scene(model, scene, args.n, args.seed, variants, Path(tmp),
+                                   args.segment_points) for scene in args.scenes}
     emit({"faces": args.n, "seed": args.seed, "scenes": scenes, "targets": {}}, args, print_table)
 
 
