@@ -41,7 +41,7 @@ from diffface.app.synth import sample_scenes
 from diffface.app.synth_benchmark import SynthBenchmarkConfig, benchmark_scene, generate_benchmark
 from diffface.fitting.job.config import FitJobConfig
 from diffface.fitting.landmark_fitting import LandmarkFitConfig, fit_landmarks
-from diffface.fitting.texture_fitting import TextureFitConfig, _Stage2Energy, fit_texture
+from diffface.fitting.texture_fitting import TERMS, TextureFitConfig, _Stage2Energy, fit_texture
 from diffface.landmark_io import read_pts
 from diffface.landmarks.images import read_image
 from diffface.mesh_io import read_obj
@@ -124,7 +124,7 @@ def run_scene(model, scene: str, num_faces: int, seed: int, variants: dict[str, 
     images, landmarks, truth_vertices = load_faces(folder, model.num_vertices)
     truth = sample_scenes(model, num_faces, config.scene)
     result = {"at_truth": {}, "fits": {}}
-    for term in ("uv", "image"):
+    for term in TERMS:
         with torch.no_grad():
             texture = _Stage2Energy(model, images, landmarks, TextureFitConfig(term=term))(truth)["texture"]
         solved = fit_texture(model, images, landmarks, replace(truth, beta=None, sh=None),
@@ -145,7 +145,7 @@ def run_scene(model, scene: str, num_faces: int, seed: int, variants: dict[str, 
         result["fits"][name] = {"settings": settings, **row}
     if segment_points:
         result["segment"] = {term: segment_profile(model, images, landmarks, stage1.params, truth, truth_vertices,
-                                                   term, segment_points) for term in ("uv", "image")}
+                                                   term, segment_points) for term in TERMS}
     return result
 
 
@@ -171,8 +171,9 @@ def print_table(result: dict) -> None:
 
 
 def _default_energy(figures: dict, term: str) -> str:
-    """The energy the built-in variant of ``term`` reaches from stage 1, for the segment table's heading."""
-    name = {"uv": "uv (default)", "image": "image term"}[term]
+    """The energy the built-in variant of ``term`` (:data:`DEFAULT_VARIANTS`) reaches from stage 1, for the segment
+    table's heading."""
+    name = next(name for name, settings in DEFAULT_VARIANTS.items() if texture_config(settings).term == term)
     fit = figures["fits"].get(name)
     return f"{fit['stage1']['energy']:.4f}" if fit else "not run"
 

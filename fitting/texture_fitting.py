@@ -438,7 +438,7 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
     diverged = torch.zeros(B, dtype=torch.bool, device=images.device)
     history = []
 
-    optimizers = {}  # per group, reused across rounds with persistent_adam
+    optimizers = {}  # per group, kept across rounds with persistent_adam (else stays empty)
     for round_index in range(config.rounds):
         for group in config.groups:
             if group in CLOSED_FORM_GROUPS:
@@ -451,11 +451,12 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
             # cannot change (for the pose, the shape and its vertex normals)
             for name, value in variables.items():
                 value.requires_grad_(name in names)
-            optimizer = optimizers.get(group) if config.persistent_adam else None
+            optimizer = optimizers.get(group)
             if optimizer is None:
                 optimizer = torch.optim.Adam([{"params": [variables[n]], "lr": config.learning_rates[n]}
                                               for n in names])
-                optimizers[group] = optimizer
+                if config.persistent_adam:
+                    optimizers[group] = optimizer
             fixed = energy_fn.fixed_parts(as_params(), group)
             for _ in range(config.steps_per_group):
                 optimizer.zero_grad(set_to_none=True)
