@@ -6,7 +6,9 @@ their gradients summed over the frames by autograd), the albedo prior is split o
 frames so that it counts once per subject, and the smoothness prior of
 :mod:`.sequence_fitting` is added on the angles, the translation and the expression. Stage 2's landmark
 term is a mean over the landmarks weighted by ``c_lands`` where stage 1's is a sum: the smoothness
-weights are scaled by ``c_lands / 68`` so that they balance the landmarks as in stage 1.
+weights are scaled by ``c_lands / 68`` so that they balance the landmarks as in stage 1. With smoothing, the
+angles, translation and expression are optimised as a step from their start taken through a temporal low-pass filter
+(:func:`low_pass_filter`), so that Adam's per-coordinate steps keep the motion smooth instead of fighting the prior.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from .sequence_fitting import SequenceFitConfig, smoothness_weights
 
 #: stage-2 variables that hold one row per subject when the identity is shared
 SHARED_VARIABLES = ("identity", "albedo")
+#: stage-2 variables the smoothness prior ties (angles, translation, expression), stepped through the low-pass
+#: filter when ``sequence.stage2_step_filter`` > 0
+SMOOTHED_VARIABLES = ("pose", "translation", "expression")
 
 
 class FrameTies:
@@ -38,18 +43,36 @@ class FrameTies:
         self.weights = {"angles": weights["pose"][:3].to(device) * scale,
                         "translation": weights["pose"][3:].to(device) * scale,
                         "expression": (weights["expression"] * std.pow(2)).to(device) * scale}
+        self.filter = (low_pass_filter(self.operator, sequence.stage2_step_filter).to(dtype)
+                       if self.operator.num_rows and sequence.stage2_step_filter > 0 else None)
+        self.base: dict[str, torch.Tensor] = {}
+
+    def filtered(self, name: str) -> bool:
+        """Whether a variable is the filtered step from its start (``x = x₀ + F·δ``) rather than ``x`` itself."""
+        return self.filter is not None and name in SMOOTHED_VARIABLES
 
     def shared(self, name: str) -> bool:
         return self.sequence.share_identity and name in SHARED_VARIABLES
 
+    def learning_rate(self, name: str, default: float) -> float:
+        """Adam's step size for a variable: ``sequence.stage2_identity_learning_rate`` for a shared identity."""
+        rate = self.sequence.stage2_identity_learning_rate
+        return rate if name == "identity" and self.shared(name) and rate is not None else default
+
     def initial(self, name: str, value: torch.Tensor) -> torch.Tensor:
-        """A variable's starting value: the subject's mean of the frames' values when shared. Shape: (B, K) -> (S or B, K)."""
+        """A variable's starting value: the subject's mean of the frames' values when shared, zero (the step ``δ``)
+        when filtered. Shape: (B, K) -> (S or B, K)."""
+        if self.filtered(name):
+            self.base[name] = value.detach().clone()
+            return torch.zeros_like(value)
         if not self.shared(name):
             return value
         return self.groups.sum_per_subject(value) / self.groups.frames_per_subject(value.dtype)[:, None]
 
     def gather(self, name: str, value: torch.Tensor) -> torch.Tensor:
         """Per-frame values of a variable. Shape: (S or B, K) -> (B, K)."""
+        if self.filtered(name):
+            return self.base[name] + self.filter @ value
         return value.index_select(0, self.groups.subject) if self.shared(name) else value
 
     def prior_share(self, dtype: torch.dtype) -> torch.Tensor:
@@ -72,3 +95,19 @@ class FrameTies:
         if not self.shared(name):
             return frames_ok
         return self.groups.sum_per_subject((~frames_ok).to(torch.int64)) == 0
+
+
+def low_pass_filter(operator: DifferenceOperator, strength: float) -> torch.Tensor:
+    """``F = (I + μ·DᵀD)⁻¹``, dense: a step ``δ`` taken through it moves the frames by ``F·δ``, whose components that
+    ``D`` annihilates (per subject: a constant, and for second differences a linear trend) pass unchanged and whose
+    fastest oscillations are damped by ``1 + μ·16`` (second differences). Shape: -> (B, B), float64.
+
+    Adam moves every coordinate of a fresh variable by about its learning rate per step, frame by frame; under a
+    strong smoothness prior the prior's gradient then dominates, alternates in sign from frame to frame, and the
+    whole sequence can hardly shift (a common offset in depth, say) while the shared identity takes up what it
+    should have done. Stepping through ``F`` keeps each step smooth in time.
+    """
+    B = operator.num_frames
+    eye = torch.eye(B, dtype=torch.float64, device=operator.rows.device)
+    gram = operator.apply_transpose(operator.apply(eye))
+    return torch.linalg.inv(eye + strength * gram)

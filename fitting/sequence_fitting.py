@@ -65,6 +65,15 @@ class SequenceFitConfig:
         smooth_rotation: λ on the squared differences of the three angles.
         smooth_translation: λ on the squared differences of the translation.
         smooth_expression: λ on the squared differences of the expression coefficients (σ units).
+        stage2_step_filter: ``μ``: with ``smooth``, stage 2's Adam steps the angles, translation and expression through
+            the low-pass filter ``(I + μ·DᵀD)⁻¹`` (:func:`~.frame_ties.low_pass_filter`); 0: steps each frame's values
+            directly. Default 10, chosen on one sequence (seed 9's second, noisy landmarks: mean error 2.67 / 2.11 /
+            2.14 / 2.14 mm at μ = 0 / 10 / 100 / 1000, 2.10 unsmoothed; moving-head jitter 2.0 / 0.66 / 0.73 / 0.74
+            mm/frame²); without it the prior's alternating gradient dominated Adam's normalised steps, the frames
+            could not shift together and the shared identity took up the misfit (``bench_video.py``, seeds 7-9:
+            smoothing in stage 2 cost up to 0.051 AUC against no smoothing, with μ = 10 at most 0.004).
+        stage2_identity_learning_rate: Adam's step size for the shared identity in stage 2 (σ units); None:
+            ``texture.learning_rates["identity"]``.
         groups: the groups stage 1 optimises (leave out ``identity`` to keep a given identity fixed).
         warm_start: start from independent per-frame fits (the identity: their mean over the subject).
         cg_iterations: most conjugate-gradient iterations per Levenberg–Marquardt solve.
@@ -78,6 +87,8 @@ class SequenceFitConfig:
     smooth_rotation: float = 100.0
     smooth_translation: float = 1e-2
     smooth_expression: float = 0.1
+    stage2_step_filter: float = 10.0
+    stage2_identity_learning_rate: float | None = None
     groups: tuple[str, ...] = SEQUENCE_GROUPS
     warm_start: bool = True
     cg_iterations: int = 200
@@ -90,9 +101,13 @@ class SequenceFitConfig:
             raise ValueError(f"unknown parameter groups {sorted(unknown)}; choose from {SEQUENCE_GROUPS}")
         if self.smooth_order not in (1, 2):
             raise ValueError(f"smooth_order must be 1 or 2, got {self.smooth_order}")
+        if self.stage2_identity_learning_rate is not None and not self.stage2_identity_learning_rate > 0:
+            raise ValueError(f"stage2_identity_learning_rate must be positive or None, got "
+                             f"{self.stage2_identity_learning_rate}")
         if self.r_id is not None and self.r_id < 0:
             raise ValueError(f"r_id must not be negative, got {self.r_id}")
-        for name in ("smooth_rotation", "smooth_translation", "smooth_expression", "cg_tolerance"):
+        for name in ("smooth_rotation", "smooth_translation", "smooth_expression", "stage2_step_filter",
+                     "cg_tolerance"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.cg_iterations < 1:

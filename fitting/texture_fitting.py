@@ -277,8 +277,8 @@ def _to_params(model: MorphableModel, variables: dict[str, torch.Tensor], focal:
         return variables[name] if ties is None else ties.gather(name, variables[name])
 
     return FaceParameters(alpha_id=value("identity") * model.id_std,
-                          alpha_exp=variables["expression"] * model.exp_std,
-                          translation=variables["translation"], angles=variables["pose"], focal=focal,
+                          alpha_exp=value("expression") * model.exp_std,
+                          translation=value("translation"), angles=value("pose"), focal=focal,
                           principal_point=principal_point, beta=value("albedo") * model.albedo_std,
                           sh=variables["lighting"])
 
@@ -453,8 +453,9 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
                 value.requires_grad_(name in names)
             optimizer = optimizers.get(group)
             if optimizer is None:
-                optimizer = torch.optim.Adam([{"params": [variables[n]], "lr": config.learning_rates[n]}
-                                              for n in names])
+                rates = {n: config.learning_rates[n] if ties is None else ties.learning_rate(n, config.learning_rates[n])
+                         for n in names}
+                optimizer = torch.optim.Adam([{"params": [variables[n]], "lr": rates[n]} for n in names])
                 if config.persistent_adam:
                     optimizers[group] = optimizer
             fixed = energy_fn.fixed_parts(as_params(), group)
