@@ -55,9 +55,19 @@ class FrameTies:
         return self.sequence.share_identity and name in SHARED_VARIABLES
 
     def learning_rate(self, name: str, default: float) -> float:
-        """Adam's step size for a variable: ``sequence.stage2_identity_learning_rate`` for a shared identity."""
+        """Adam's step size for a variable: ``sequence.stage2_identity_learning_rate`` for an identity shared by
+        several frames."""
         rate = self.sequence.stage2_identity_learning_rate
-        return rate if name == "identity" and self.shared(name) and rate is not None else default
+        return rate if name == "identity" and self._pooled() and rate is not None else default
+
+    def rounds(self, default: int) -> int:
+        """Stage 2's rounds over the groups: ``sequence.stage2_rounds`` when an identity is shared by several frames."""
+        rounds = self.sequence.stage2_rounds
+        return rounds if self._pooled() and rounds is not None else default
+
+    def _pooled(self) -> bool:
+        """Whether an identity is shared by several frames (a batch of single-frame subjects is fitted as images)."""
+        return self.sequence.share_identity and self.groups.num_frames > self.groups.num_subjects
 
     def initial(self, name: str, value: torch.Tensor) -> torch.Tensor:
         """A variable's starting value: the subject's mean of the frames' values when shared, zero (the step ``δ``)

@@ -439,7 +439,7 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
     history = []
 
     optimizers = {}  # per group, kept across rounds with persistent_adam (else stays empty)
-    for round_index in range(config.rounds):
+    for round_index in range(config.rounds if ties is None else ties.rounds(config.rounds)):
         for group in config.groups:
             if group in CLOSED_FORM_GROUPS:
                 with torch.no_grad():

@@ -115,7 +115,7 @@ def test_a_shared_identity_takes_its_own_learning_rate(model, video):
     groups = FrameGroups.from_labels([0] * FRAMES, True)
     config = TextureFitConfig(rounds=1, steps_per_group=1, groups=("lighting", "identity"), uv_size=32)
     for share, rate, expected in ((True, 0.1, 0.1), (True, None, 0.02), (False, 0.1, 0.02)):
-        sequence = SequenceFitConfig(share_identity=share, stage2_identity_learning_rate=rate)
+        sequence = SequenceFitConfig(share_identity=share, stage2_identity_learning_rate=rate, stage2_rounds=None)
         ties = FrameTies(groups, sequence, model, 10.0, torch.float32, torch.device("cpu"))
         assert ties.learning_rate("identity", 0.02) == expected and ties.learning_rate("expression", 0.02) == 0.02
         result = fit_texture(model, images, landmarks, start, config, groups=groups, sequence=sequence)
@@ -124,3 +124,24 @@ def test_a_shared_identity_takes_its_own_learning_rate(model, video):
         torch.testing.assert_close(step.abs().max(), torch.tensor(expected), rtol=1e-3, atol=0)
     with pytest.raises(ValueError, match="stage2_identity_learning_rate"):
         SequenceFitConfig(stage2_identity_learning_rate=0.0)
+
+
+def test_a_shared_identity_fit_takes_its_own_rounds(model, video):
+    images, landmarks, start = video
+    groups = FrameGroups.from_labels([0] * FRAMES, True)
+    config = TextureFitConfig(rounds=1, steps_per_group=1, groups=("lighting",), uv_size=32)
+    for share, rounds, expected in ((True, 2, 2), (True, None, 1), (False, 2, 1)):
+        sequence = SequenceFitConfig(share_identity=share, stage2_rounds=rounds)
+        result = fit_texture(model, images, landmarks, start, config, groups=groups, sequence=sequence)
+        assert len(result.history) == expected
+    with pytest.raises(ValueError, match="stage2_rounds"):
+        SequenceFitConfig(stage2_rounds=0)
+
+
+def test_subjects_of_one_frame_keep_the_image_settings(model):
+    sequence = SequenceFitConfig(stage2_identity_learning_rate=0.1, stage2_rounds=6)
+    alone = FrameTies(FrameGroups.independent(4), sequence, model, 10.0, torch.float32, torch.device("cpu"))
+    assert alone.learning_rate("identity", 0.02) == 0.02 and alone.rounds(3) == 3
+    pooled = FrameTies(FrameGroups.from_labels([0, 0, 1], False), sequence, model, 10.0, torch.float32,
+                       torch.device("cpu"))
+    assert pooled.learning_rate("identity", 0.02) == 0.1 and pooled.rounds(3) == 6
