@@ -18,7 +18,7 @@ from diffface.morphable_model import load_morphable_model
 from diffface.renderers import FaceRenderer
 
 SUBJECTS, FRAMES, SIZE = 2, 3, 64
-CONFIG = TextureFitConfig(rounds=1, steps_per_group=2, uv_size=32)  # stage2_rounds=None below: CONFIG's rounds
+CONFIG = TextureFitConfig(rounds=1, steps_per_group=2, uv_size=32)
 LABELS = [s for s in range(SUBJECTS) for _ in range(FRAMES)]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -64,7 +64,7 @@ def test_shared_identity_and_albedo_are_one_per_subject(model64, scene):
     model = model64
     images, landmarks, start = as_float64(scene)
     groups = FrameGroups.from_labels(LABELS, True)
-    result = fit_texture(model, images, landmarks, start, CONFIG, groups=groups, sequence=SequenceFitConfig(stage2_rounds=None))
+    result = fit_texture(model, images, landmarks, start, CONFIG, groups=groups, sequence=SequenceFitConfig())
     for name in ("alpha_id", "beta"):
         value = getattr(result.params, name).view(SUBJECTS, FRAMES, -1)
         assert (value == value[:, :1]).all(), name  # the same vector on every frame of a subject
@@ -78,7 +78,7 @@ def test_shared_identity_and_albedo_are_one_per_subject(model64, scene):
                                rtol=1e-9, atol=1e-12)
     # the start's energy (0 rounds: mean albedo, exact lighting) is higher
     initial = fit_texture(model, images, landmarks, start, replace(CONFIG, rounds=0), groups=groups,
-                          sequence=SequenceFitConfig(stage2_rounds=None)).energy
+                          sequence=SequenceFitConfig()).energy
     assert (groups.sum_per_subject(result.energy) < groups.sum_per_subject(initial)).all()
 
 
@@ -86,7 +86,7 @@ def test_without_sharing_the_frames_keep_their_own_identity_and_albedo(model, sc
     truth, images, landmarks, start = scene
     groups = FrameGroups.from_labels(LABELS, True)
     result = fit_texture(model, images, landmarks, start, CONFIG, groups=groups,
-                         sequence=SequenceFitConfig(stage2_rounds=None, share_identity=False))
+                         sequence=SequenceFitConfig(share_identity=False))
     plain = fit_texture(model, images, landmarks, start, CONFIG)
     for name in ("alpha_id", "beta", "angles", "translation", "alpha_exp", "sh"):
         assert torch.equal(getattr(result.params, name), getattr(plain.params, name)), name
@@ -101,7 +101,7 @@ def test_independent_groups_are_the_untied_fit_bit_for_bit(model, scene):
     config = replace(CONFIG, norm="l1", visibility="zbuffer")
     plain = fit_texture(model, images, landmarks, start, config)
     tied = fit_texture(model, images, landmarks, start, config, groups=FrameGroups.independent(len(LABELS)),
-                       sequence=SequenceFitConfig(stage2_rounds=None, smooth=True))
+                       sequence=SequenceFitConfig(smooth=True))
     for name in ("alpha_id", "beta", "angles", "translation", "alpha_exp", "sh"):
         assert torch.equal(getattr(tied.params, name), getattr(plain.params, name)), name
     for name in ("energy", "texture", "landmarks", "albedo_prior", "exp_prior", "diverged"):
@@ -116,7 +116,7 @@ def test_independent_groups_are_the_untied_fit_bit_for_bit(model, scene):
 def test_smoothness_is_part_of_the_energy_on_videos_only(model64, scene):
     model = model64
     images, landmarks, start = as_float64(scene)
-    sequence = SequenceFitConfig(stage2_rounds=None, smooth=True, smooth_order=1)
+    sequence = SequenceFitConfig(smooth=True, smooth_order=1)
     for ordered in (True, False):
         groups = FrameGroups.from_labels(LABELS, ordered)
         result = fit_texture(model, images, landmarks, start, CONFIG, groups=groups, sequence=sequence)
@@ -133,7 +133,7 @@ def test_smoothness_is_part_of_the_energy_on_videos_only(model64, scene):
 def test_a_subject_does_not_depend_on_the_other_subject(model, scene):
     truth, images, landmarks, start = scene
     groups = FrameGroups.from_labels(LABELS, True)
-    sequence = SequenceFitConfig(stage2_rounds=None, smooth=True)
+    sequence = SequenceFitConfig(smooth=True)
     together = fit_texture(model, images, landmarks, start, CONFIG, groups=groups, sequence=sequence)
     part = slice(FRAMES, 2 * FRAMES)
     alone = fit_texture(model, images[part], landmarks[part], start.index(part), CONFIG,
@@ -149,13 +149,13 @@ def test_bad_images_and_missing_landmarks_as_without_groups(model, scene):
     groups = FrameGroups.from_labels(LABELS, True)
     nan_images = images.clone()
     nan_images[1] = float("nan")
-    for kwargs in ({}, {"groups": groups, "sequence": SequenceFitConfig(stage2_rounds=None, smooth=True)}):
+    for kwargs in ({}, {"groups": groups, "sequence": SequenceFitConfig(smooth=True)}):
         with pytest.raises(ValueError, match="images: contain NaN"):
             fit_texture(model, nan_images, landmarks, start, CONFIG, **kwargs)
     # a frame whose landmarks are all missing: fitted from its texture alone, with or without groups
     missing = landmarks.clone()
     missing[1] = float("nan")
-    for kwargs in ({}, {"groups": groups, "sequence": SequenceFitConfig(stage2_rounds=None, smooth=True)}):
+    for kwargs in ({}, {"groups": groups, "sequence": SequenceFitConfig(smooth=True)}):
         result = fit_texture(model, images, missing, start, CONFIG, **kwargs)
         assert torch.isfinite(result.energy).all() and not result.diverged.any()
         assert result.landmarks[1] == 0 and (result.landmarks[[0, 2]] > 0).all()
@@ -164,7 +164,7 @@ def test_bad_images_and_missing_landmarks_as_without_groups(model, scene):
 
 def test_a_diverging_frame_resets_its_subjects_shared_rows_only(model):
     groups = FrameGroups.from_labels([0, 0, 1, 1], False)
-    ties = FrameTies(groups, SequenceFitConfig(stage2_rounds=None), model, 10.0, torch.float32, torch.device("cpu"))
+    ties = FrameTies(groups, SequenceFitConfig(), model, 10.0, torch.float32, torch.device("cpu"))
     variables = {"identity": torch.tensor([[1.0, 1.0], [2.0, 2.0]]),
                  "pose": torch.tensor([[0.1] * 3, [float("nan"), 0.0, 0.0], [0.3] * 3, [0.4] * 3])}
     last_good = {"identity": torch.zeros(2, 2), "pose": torch.full((4, 3), -1.0)}
