@@ -125,9 +125,11 @@ def field_values(obj) -> dict:
     return {f.name: getattr(obj, f.name) for f in fields(obj)}
 
 
-def typed_changes(current: dict, mapping: dict, prefix: str = "") -> dict:
+def typed_changes(current: dict, mapping: dict, prefix: str = "", build: bool = True) -> dict:
     """``mapping``'s entries as the types of ``current``'s values (a dataclass's :func:`field_values`); a
-    nested dataclass is updated recursively. Unknown keys and wrong types raise ``ValueError`` naming the key."""
+    nested dataclass is updated recursively (``build=False``: only checked, its entry left as the checked
+    mapping, so that nothing is constructed and no dataclass's own checks run). Unknown keys and wrong types
+    raise ``ValueError`` naming the key."""
     if not isinstance(mapping, dict):
         raise ValueError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {mapping!r}")
     changes = {}
@@ -136,10 +138,20 @@ def typed_changes(current: dict, mapping: dict, prefix: str = "") -> dict:
             raise ValueError(f"unknown config key {prefix + str(key)!r}; {prefix.rstrip('.') or 'the config'} "
                              f"has {', '.join(current)}")
         if is_dataclass(current[key]):
-            changes[key] = update_dataclass(current[key], value, f"{prefix}{key}.")
+            changes[key] = (update_dataclass(current[key], value, f"{prefix}{key}.") if build else
+                            typed_changes(field_values(current[key]), value, f"{prefix}{key}.", build=False))
         else:
             changes[key] = coerce_setting(value, current[key], prefix + key)
     return changes
+
+
+def merge_mappings(base: dict, update: dict) -> dict:
+    """``base`` with ``update``'s entries, nested mappings merged key by key (``update`` wins)."""
+    merged = dict(base)
+    for key, value in update.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = merge_mappings(merged[key], value) if both else value
+    return merged
 
 
 def update_dataclass(obj, mapping: dict, prefix: str = ""):
@@ -180,10 +192,11 @@ class YamlConfig:
         """A copy with each ``(changes, source)`` applied in turn (later layers win: defaults < file < options <
         ``--set``), checked as a whole at the end, so a setting that needs another may get it from any layer.
         Unknown keys and wrong types raise ``ValueError`` naming the layer's source and the key."""
-        values = field_values(self)
-        for changes, source in layers:
+        values, merged = field_values(self), {}
+        for changes, source in layers:  # each layer's keys and types, checked against the config's own
             try:
-                values.update(typed_changes(values, changes))
+                typed_changes(values, changes, build=False)
             except ValueError as exc:
                 raise ValueError(f"{source}: {exc}" if source else str(exc)) from exc
-        return _replace(self, values)
+            merged = merge_mappings(merged, changes)
+        return _replace(self, {**values, **typed_changes(values, merged)})

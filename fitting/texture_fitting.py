@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import torch
+import torch.autograd.forward_ad as fwAD
 
 from diffface.checks import check_shape
 from diffface.camera import euler_to_rotation, project_points, world_to_camera
@@ -46,6 +47,7 @@ from diffface.renderers import VertexRenderer, depth_visibility
 from .active_vertices import ActiveVertices
 from .frame_groups import FrameGroups
 from .frame_ties import FrameTies
+from .gauss_newton import levenberg_marquardt_step
 from .free_albedo import FreeAlbedoModel, solve_free_albedo
 from .image_term import ImageTerm, solve_image_albedo, solve_image_lighting
 from .landmark_fitting import LandmarkFitConfig, fit_landmarks
@@ -54,6 +56,7 @@ from .sequence_fitting import SequenceFitConfig
 
 TERMS = ("uv", "image")
 VISIBILITY = ("normals", "zbuffer")
+OPTIMIZERS = ("adam", "gauss_newton")
 GROUPS = ("lighting", "albedo", "pose", "identity", "expression")
 #: groups solved exactly (the rendered colours are linear in them); the others take Adam steps
 CLOSED_FORM_GROUPS = ("lighting", "albedo")
@@ -107,6 +110,12 @@ class TextureFitConfig:
             seeds 5 and 7): built-in model, ``.pts`` AUC 0.807 against the default's 0.800, detector-like 0.798
             against 0.790, at about twice the time (BFM-sized, batch 32: 1.13 against 2.34 images/s); with 3 rounds
             0.802 / 0.792; the Surrey model: 0.749 either way (docs/accuracy.md).
+        optimizer: ``"adam"`` (default: the groups one at a time, ``steps_per_group`` Adam steps each) or
+            ``"gauss_newton"``: each round solves the closed-form groups, then takes one Levenberg-Marquardt step on
+            the other groups of ``groups`` together (:mod:`.gauss_newton`). Needs ``term="image"`` (its Jacobian is
+            forward-mode) and ``r_id > 0`` (a converged descent without an identity prior leaves the face); not
+            with frames tied together (videos, photo sets).
+        damping: the Levenberg-Marquardt ``λ`` each sample starts with (``optimizer="gauss_newton"``).
     """
 
     c_lands: float = 10.0
@@ -130,6 +139,8 @@ class TextureFitConfig:
     free_albedo_prior: float = 1.0
     free_albedo_modes: int = 64
     persistent_adam: bool = False
+    optimizer: str = "adam"
+    damping: float = 1e-2
 
     def __post_init__(self):
         if min(self.c_lands, self.r_beta, self.r_exp, self.r_id) < 0:
@@ -148,6 +159,13 @@ class TextureFitConfig:
             raise ValueError("free_albedo_smoothness and free_albedo_prior must be >= 0 and not both 0, "
                              f"free_albedo_modes >= 1; got {self.free_albedo_smoothness}, {self.free_albedo_prior}, "
                              f"{self.free_albedo_modes}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.optimizer == "gauss_newton" and (self.term != "image" or not self.r_id > 0 or not self.damping > 0):
+            raise ValueError("optimizer='gauss_newton' needs term='image' (its Jacobian is forward-mode; the UV term's "
+                             "photo sampling has none), r_id > 0 (without an identity prior its converged minimum "
+                             f"is far from any face) and damping > 0; got term={self.term!r}, r_id={self.r_id}, "
+                             f"damping={self.damping}")
         unknown = set(self.groups) - set(GROUPS)
         if unknown:
             raise ValueError(f"unknown parameter groups {sorted(unknown)}; choose from {GROUPS}")
@@ -351,17 +369,27 @@ class _Stage2Energy:
         texture = texture_norm(out.rendered_uv, out.target_uv, out.mask_uv, config.norm)
         return self._energy(params, out, texture, out.uv_points)
 
+    def landmark_residuals(self, points: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+        """The weighted landmark residuals (normalised coordinates, 0 for missing landmarks): ``E_lands`` is the sum
+        of their squares divided by :attr:`count`. The contour landmarks march on the values of ``points`` and
+        ``angles`` (also when they carry forward-mode tangents: :mod:`.gauss_newton`).
+
+        Shape:
+            points: (B, R, 2) the projected vertices; angles: (B, 3) -> (B, 68, 2).
+        """
+        with torch.no_grad():
+            active = self.active
+            indices = march_contour_landmarks(fwAD.unpack_dual(points).primal, fwAD.unpack_dual(angles).primal,
+                                              active.landmark_indices, active.contour_landmarks, active.contour_lines)
+        landmark_uv = torch.gather(points, 1, indices[..., None].expand(-1, -1, 2))
+        return (landmark_uv - self.target) * self.weight[..., None]
+
     def _energy(self, params: FaceParameters, out, texture: torch.Tensor,
                 points: torch.Tensor) -> dict[str, torch.Tensor]:
         """The landmark and prior terms and the total, given the texture term, its renderer's ``out`` and the
         projected vertices ``points`` (B, R, 2)."""
         model, config = self.model, self.config
-        with torch.no_grad():
-            active = self.active
-            indices = march_contour_landmarks(points, params.angles, active.landmark_indices,
-                                              active.contour_landmarks, active.contour_lines)
-        landmark_uv = torch.gather(points, 1, indices[..., None].expand(-1, -1, 2))
-        landmarks = (((landmark_uv - self.target) * self.weight[..., None]).pow(2)).sum((1, 2)) / self.count
+        landmarks = self.landmark_residuals(points, params.angles).pow(2).sum((1, 2)) / self.count
         albedo_prior = (params.beta / model.albedo_std.clamp_min(1e-12)).pow(2).sum(-1)
         exp_sigma = params.alpha_exp / model.exp_std.clamp_min(1e-12)
         exp_prior = exp_sigma.pow(2).sum(-1)
@@ -439,6 +467,11 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
     history = []
 
     optimizers = {}  # per group, kept across rounds with persistent_adam (else stays empty)
+    gauss_newton = config.optimizer == "gauss_newton"
+    if gauss_newton and ties is not None:
+        raise ValueError("optimizer='gauss_newton' does not fit frames tied together (a shared identity couples "
+                         "their systems); use optimizer='adam' for videos and photo sets")
+    damping = torch.full((B,), config.damping, dtype=images.dtype, device=images.device)
     for round_index in range(config.rounds if ties is None else ties.rounds(config.rounds)):
         for group in config.groups:
             if group in CLOSED_FORM_GROUPS:
@@ -446,6 +479,8 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
                     _solve_appearance(group, energy_fn, variables, as_params(), config)
                     _reset_bad_samples(variables, last_good, torch.ones_like(diverged), diverged, ties)
                 continue
+            if gauss_newton:
+                continue  # the geometric groups take one joint step after the closed-form ones
             names = ("pose", "translation") if group == "pose" else (group,)
             # only the group's tensors need gradients: backward then never runs through what this group
             # cannot change (for the pose, the shape and its vertex normals)
@@ -471,6 +506,11 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
                 optimizer.step()
                 with torch.no_grad():
                     _reset_bad_samples(variables, last_good, finite, diverged, ties)
+        names = tuple(name for group in config.groups if group not in CLOSED_FORM_GROUPS
+                      for name in (("pose", "translation") if group == "pose" else (group,)))
+        if gauss_newton and names:
+            levenberg_marquardt_step(energy_fn, variables, names,
+                                     lambda v: _to_params(model, v, focal, principal_point), damping)
         with torch.no_grad():
             terms = energy_fn(as_params())
             _reset_bad_samples(variables, last_good, torch.isfinite(terms["energy"]), diverged, ties)

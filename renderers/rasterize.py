@@ -424,7 +424,9 @@ def interpolate_attributes(fragments: Fragments, faces: torch.Tensor, attributes
     flat = attributes.reshape(batch * num_vertices, channels)
     out = None
     for k in range(3):  # one corner at a time keeps the gathered tensor at (B, H, W, C)
-        term = flat[corner[..., k]] * bary[..., k:k + 1]
+        # index_select rather than flat[index]: the same values, about twice as fast, and its forward-mode
+        # derivative is a gather too (advanced indexing's is ~25x slower on the CPU: fitting.gauss_newton)
+        term = flat.index_select(0, corner[..., k].flatten()).view(*corner.shape[:3], channels) * bary[..., k:k + 1]
         out = term if out is None else out + term
     return torch.where(fragments.mask[..., None], out, out.new_zeros(()))
 

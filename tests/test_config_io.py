@@ -166,6 +166,33 @@ def test_with_overrides_applies_dotted_keys_in_order():
     assert Settings().with_overrides([]) == Settings()
 
 
+@dataclass
+class Pair(YamlConfig):
+    mode: str = "plain"
+    weight: float = 0.0
+
+    def __post_init__(self):
+        if self.mode == "weighted" and not self.weight > 0:
+            raise ValueError(f"mode 'weighted' needs weight > 0, got {self.weight}")
+
+
+@dataclass
+class Outer(YamlConfig):
+    pair: Pair = field(default_factory=Pair)
+    rounds: int = 1
+
+
+def test_a_nested_setting_may_get_what_it_needs_from_a_later_layer():
+    """The whole is checked at the end: a nested dataclass is not built (and its own checks not run) per layer."""
+    assert Outer().with_overrides(["pair.mode=weighted", "rounds=2", "pair.weight=2"]) == Outer(Pair("weighted", 2.0), 2)
+    assert Outer().layered([({"pair": {"mode": "weighted"}}, "a.yaml"), ({"pair": {"weight": 1}}, "--set")]).pair == Pair(
+        "weighted", 1.0)
+    with pytest.raises(ValueError, match="needs weight > 0, got 0.0"):
+        Outer().with_overrides(["pair.mode=weighted"])
+    with pytest.raises(ValueError, match="b.yaml: pair.weight: expected a number"):  # type errors name their layer
+        Outer().layered([({"pair": {"mode": "weighted"}}, "a.yaml"), ({"pair": {"weight": "x"}}, "b.yaml")])
+
+
 def test_with_overrides_errors_name_the_key():
     with pytest.raises(ValueError, match="inner.steps: expected an integer, got 'many'"):
         Settings().with_overrides(["inner.steps=many"])

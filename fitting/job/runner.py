@@ -48,7 +48,11 @@ def _check_compatible(out_dir: Path, config: FitJobConfig) -> None:
         previous = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError:
         return
-    old, new = fit_settings(previous), fit_settings(config.to_dict())
+    try:  # settings added since (absent from the file) count at their defaults, which keep the old behaviour
+        old = fit_settings(FitJobConfig.from_dict(previous).to_dict())
+    except ValueError:  # a file of another version or hand-edited: compare it as written
+        old = fit_settings(previous)
+    new = fit_settings(config.to_dict())
     if not (out_dir / RESULTS_DIR).is_dir() or old == new:
         return
     differ = [k for k in FIT_SETTINGS if old.get(k) != new.get(k)]

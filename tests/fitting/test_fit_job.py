@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from diffface.cli.main import main as cli_main
@@ -112,6 +113,24 @@ def test_rerun_skips_done_images(landmark_run, photos):
     assert {p.name: p.stat().st_mtime_ns for p in (out / "results").iterdir()} == before
     with pytest.raises(ValueError, match="other settings"):
         run_fit_job(photos, out, _config(image_size=128))
+
+
+def test_resume_accepts_a_config_written_before_a_setting_existed(landmark_run, photos, tmp_path):
+    """A folder fitted by an earlier version, whose config.yaml lacks settings added since (at their defaults,
+    the old behaviour), resumes; one whose settings differ, or that names a setting this version lacks, does not."""
+    out, _ = landmark_run
+    copy = tmp_path / "older"
+    shutil.copytree(out, copy)
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    del config["texture"]["optimizer"], config["texture"]["damping"]
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    assert run_fit_job(photos, copy, _config())["skipped"] == NUM_FACES + 2
+    with pytest.raises(ValueError, match="texture differ"):
+        run_fit_job(photos, copy, _config(texture=TextureFitConfig(damping=0.1)))
+    config["texture"]["retired_setting"] = 1
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match="other settings"):
+        run_fit_job(photos, copy, _config())
 
 
 def test_texture_stage_from_list_file_with_meshes(photos, tmp_path, model):

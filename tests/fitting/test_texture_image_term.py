@@ -1,6 +1,5 @@
 """Stage 2's image-space texture term (``TextureFitConfig(term="image")``, :mod:`diffface.fitting.image_term`)."""
 
-import copy
 from dataclasses import replace
 
 import pytest
@@ -14,20 +13,9 @@ from diffface.fitting.image_term import (ImageTerm, albedo_normal_equations, mas
 from diffface.fitting.texture_fitting import TextureFitConfig, _Stage2Energy, fit_texture, texture_norm
 from diffface.geometry import face_normals, vertex_normals
 from diffface.landmark_marching import project_landmarks
-from diffface.morphable_model import load_morphable_model
 from diffface.renderers import FaceRenderer
 
 SIZE = 64
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_morphable_model("builtin")
-
-
-@pytest.fixture(scope="module")
-def model64(model):
-    return copy.deepcopy(model).double()
 
 
 def scenes(model, batch=2, seed=7, size=SIZE):

@@ -1,0 +1,136 @@
+"""Stage 2's shape and pose by Levenberg-Marquardt (``TextureFitConfig(optimizer="gauss_newton")``).
+
+Stage 2's energy is a sum of squares once the texture norm is majorised by its IRLS weights
+(:func:`~.least_squares.irls_weights`: ``Σ w·r²`` has the norm's gradient at the current residuals), so its
+geometry (pose, translation, identity and expression, in one system) can take Gauss-Newton steps instead of
+Adam's: with ``ρ`` the residuals — the image term's masked pixels ``r·√(w/|M|)``, the landmarks
+``(u − l)·√(c_lands / count)`` in normalised coordinates, the priors ``√r·c/σ`` — and ``J = ∂ρ/∂x``,
+
+    ``(JᵀJ + λ·(diag JᵀJ + εI)) δ = −Jᵀρ``
+
+per sample, the step kept where the energy goes down (``λ`` shrinks), retried with a larger ``λ`` where it
+does not. ``J`` comes from forward-mode automatic differentiation, one column per coordinate (the rasterizer's
+visible triangles and the mask held fixed, as in the backward pass); only the image-space term supports it
+(the UV term samples the photo with ``grid_sample``, which has no forward-mode derivative).
+
+A converged descent finds the energy's own minimum, so it needs an identity prior (``r_id > 0``): without one,
+stage 2's minimum is far from any face (benchmarks/stage2_drift.py and docs/accuracy.md: 25 mm from the truth
+after 15 steps on exact photos), and only the few steps of the Adam schedule keep the default fit near stage 1.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.autograd.forward_ad as fwAD
+
+from .image_term import masked_pixels
+from .least_squares import irls_weights
+
+
+def _gather_masked(difference: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The masked pixels' residuals, flattened. Shape: (B, C, S, S), (B, P), (B, P) -> (B, C·P)."""
+    flat = difference.flatten(2)
+    gathered = flat.gather(2, index[:, None].expand(-1, flat.shape[1], -1))
+    return (gathered * valid[:, None]).flatten(1)
+
+
+class Stage2Residuals:
+    """The residual vector whose squared norm is stage 2's geometric energy around a linearisation point.
+
+    Args:
+        energy_fn: the stage-2 energy (``term="image"``; its config gives the norm, ``c_lands``, ``r_exp``,
+            ``r_id``).
+        params: the linearisation point: its masked pixels, IRLS weights and pixel count are held fixed.
+
+    Shape:
+        __call__(params (B, ...)) -> (B, N): masked pixels × 3, 68 × 2 landmarks, K_exp, K_id.
+    """
+
+    def __init__(self, energy_fn, params):
+        self.energy_fn = energy_fn
+        with torch.no_grad():
+            terms = energy_fn(params)
+            out = terms["output"]
+            self.energy = terms["energy"]
+            self.index, self.valid = masked_pixels(out.mask)
+            difference = (out.target - out.rendered) * out.mask
+            count = out.mask.sum((1, 2, 3)).clamp_min(1.0)[:, None, None, None]
+            self.scale = (irls_weights(difference, energy_fn.config.norm) / count).sqrt() * out.mask
+
+    def __call__(self, params) -> torch.Tensor:
+        energy_fn, config = self.energy_fn, self.energy_fn.config
+        vertices, model_normals = energy_fn.shape_and_normals(params)
+        out = energy_fn.image_term(vertices, model_normals, energy_fn.active.albedo(params.beta), params)
+        texture = _gather_masked((out.target - out.rendered) * self.scale, self.index, self.valid)
+        landmarks = energy_fn.landmark_residuals(out.points, params.angles) * (config.c_lands / energy_fn.count).sqrt()[
+            :, None, None]
+        model = energy_fn.model
+        parts = [texture, landmarks.flatten(1), params.alpha_exp / model.exp_std.clamp_min(1e-12) * config.r_exp ** 0.5]
+        if config.r_id:
+            parts.append(params.alpha_id / model.id_std.clamp_min(1e-12) * config.r_id ** 0.5)
+        return torch.cat(parts, 1)
+
+
+def forward_jacobian(function: Callable[[dict], torch.Tensor], variables: dict[str, torch.Tensor],
+                     names: tuple[str, ...]) -> torch.Tensor:
+    """``∂function/∂(variables[names])`` per sample by forward-mode AD, one column per coordinate (the same
+    coordinate of every sample at once: sample ``b``'s output depends on sample ``b``'s variables only).
+
+    Shape:
+        variables[name]: (B, K_name); function(variables) -> (B, N); -> (B, N, Σ K_name).
+    """
+    columns = []
+    with fwAD.dual_level():
+        for name in names:
+            value = variables[name].detach()
+            for k in range(value.shape[1]):
+                tangent = torch.zeros_like(value)
+                tangent[:, k] = 1
+                dual = dict(variables, **{name: fwAD.make_dual(value, tangent)})
+                columns.append(fwAD.unpack_dual(function(dual)).tangent)
+    return torch.stack(columns, -1)
+
+
+def levenberg_marquardt_step(energy_fn, variables: dict[str, torch.Tensor], names: tuple[str, ...],
+                             to_params: Callable[[dict], object], damping: torch.Tensor,
+                             max_tries: int = 6) -> torch.Tensor:
+    """One Levenberg-Marquardt step on ``variables[names]`` (in place), per sample (module docstring).
+
+    ``damping`` (λ, per sample) is updated in place: × 0.3 where a step is kept, × 10 per rejected try. A sample
+    keeps its variables where no try within ``max_tries`` lowers its (finite) energy.
+
+    Returns:
+        (B,) bool: the samples whose step was kept.
+
+    Shape:
+        variables[name]: (B, K_name); damping: (B,).
+    """
+    variables = {k: v.detach() for k, v in variables.items()}
+    residuals = Stage2Residuals(energy_fn, to_params(variables))
+    with torch.no_grad():
+        rho = residuals(to_params(variables))
+    jacobian = forward_jacobian(lambda v: residuals(to_params(v)), variables, names)
+    normal = jacobian.transpose(1, 2) @ jacobian
+    gradient = (jacobian.transpose(1, 2) @ rho[..., None])[..., 0]
+    eye = torch.eye(normal.shape[-1], dtype=normal.dtype, device=normal.device)
+    start = {name: variables[name].clone() for name in names}
+    sizes = [start[name].shape[1] for name in names]
+    kept = torch.zeros_like(damping, dtype=torch.bool)
+    for _ in range(max_tries):
+        system = normal + damping[:, None, None] * (torch.diag_embed(normal.diagonal(dim1=1, dim2=2)) + 1e-6 * eye)
+        step, info = torch.linalg.solve_ex(system, -gradient[..., None])
+        step = torch.nan_to_num(step[..., 0]) * ((info == 0) & ~kept)[:, None]
+        trial = dict(variables, **{name: start[name] + part
+                                   for name, part in zip(names, step.split(sizes, dim=1))})
+        with torch.no_grad():
+            energy = energy_fn(to_params(trial))["energy"]
+        better = torch.isfinite(energy) & (energy < residuals.energy) & ~kept
+        for name in names:
+            variables[name].copy_(torch.where(better[:, None], trial[name], variables[name]))
+        damping.copy_(torch.where(better, damping * 0.3, torch.where(kept, damping, damping * 10)))
+        kept |= better
+        if kept.all():
+            break
+    return kept
