@@ -25,15 +25,8 @@ from typing import Callable
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from .image_term import masked_pixels
+from .image_term import _gather_pixels, masked_pixels
 from .least_squares import irls_weights
-
-
-def _gather_masked(difference: torch.Tensor, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """The masked pixels' residuals, flattened. Shape: (B, C, S, S), (B, P), (B, P) -> (B, C·P)."""
-    flat = difference.flatten(2)
-    gathered = flat.gather(2, index[:, None].expand(-1, flat.shape[1], -1))
-    return (gathered * valid[:, None]).flatten(1)
 
 
 class Stage2Residuals:
@@ -42,7 +35,8 @@ class Stage2Residuals:
     Args:
         energy_fn: the stage-2 energy (``term="image"``; its config gives the norm, ``c_lands``, ``r_exp``,
             ``r_id``).
-        params: the linearisation point: its masked pixels, IRLS weights and pixel count are held fixed.
+        params: the linearisation point: its masked pixels, IRLS weights and pixel count are held fixed;
+            :attr:`energy` and :attr:`residuals` are the energy and the residuals there.
 
     Shape:
         __call__(params (B, ...)) -> (B, N): masked pixels × 3, 68 × 2 landmarks, K_exp, K_id.
@@ -58,16 +52,22 @@ class Stage2Residuals:
             difference = (out.target - out.rendered) * out.mask
             count = out.mask.sum((1, 2, 3)).clamp_min(1.0)[:, None, None, None]
             self.scale = (irls_weights(difference, energy_fn.config.norm) / count).sqrt() * out.mask
+            self.residuals = self._stack(out, params)
 
     def __call__(self, params) -> torch.Tensor:
-        energy_fn, config = self.energy_fn, self.energy_fn.config
+        energy_fn = self.energy_fn
         vertices, model_normals = energy_fn.shape_and_normals(params)
-        out = energy_fn.image_term(vertices, model_normals, energy_fn.active.albedo(params.beta), params)
-        texture = _gather_masked((out.target - out.rendered) * self.scale, self.index, self.valid)
-        landmarks = energy_fn.landmark_residuals(out.points, params.angles) * (config.c_lands / energy_fn.count).sqrt()[
-            :, None, None]
-        model = energy_fn.model
-        parts = [texture, landmarks.flatten(1), params.alpha_exp / model.exp_std.clamp_min(1e-12) * config.r_exp ** 0.5]
+        return self._stack(energy_fn.image_term(vertices, model_normals, energy_fn.active.albedo(params.beta), params),
+                           params)
+
+    def _stack(self, out, params) -> torch.Tensor:
+        """The residuals of the model rendered as ``out`` (an :class:`~.image_term.ImageTermOutput`)."""
+        energy_fn, config, model = self.energy_fn, self.energy_fn.config, self.energy_fn.model
+        texture = _gather_pixels((out.target - out.rendered) * self.scale, self.index) * self.valid[..., None]
+        landmark_weight = (config.c_lands / energy_fn.count).sqrt()[:, None, None]
+        landmarks = energy_fn.landmark_residuals(out.points, params.angles) * landmark_weight
+        parts = [texture.flatten(1), landmarks.flatten(1),
+                 params.alpha_exp / model.exp_std.clamp_min(1e-12) * config.r_exp ** 0.5]
         if config.r_id:
             parts.append(params.alpha_id / model.id_std.clamp_min(1e-12) * config.r_id ** 0.5)
         return torch.cat(parts, 1)
@@ -109,8 +109,7 @@ def levenberg_marquardt_step(energy_fn, variables: dict[str, torch.Tensor], name
     """
     variables = {k: v.detach() for k, v in variables.items()}
     residuals = Stage2Residuals(energy_fn, to_params(variables))
-    with torch.no_grad():
-        rho = residuals(to_params(variables))
+    rho = residuals.residuals
     jacobian = forward_jacobian(lambda v: residuals(to_params(v)), variables, names)
     normal = jacobian.transpose(1, 2) @ jacobian
     gradient = (jacobian.transpose(1, 2) @ rho[..., None])[..., 0]

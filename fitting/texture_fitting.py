@@ -276,6 +276,12 @@ def solve_albedo(model: MorphableModel | ActiveVertices, uv_frame, shading: torc
     return beta
 
 
+def _group_variables(group: str) -> tuple[str, ...]:
+    """The optimised tensors (:func:`_scaled_variables`' keys) of a parameter group: the pose group moves the
+    angles and the translation."""
+    return ("pose", "translation") if group == "pose" else (group,)
+
+
 def _scaled_variables(model: MorphableModel, params: FaceParameters) -> dict[str, torch.Tensor]:
     """The optimised tensors: coefficients in σ units, angles, translation, SH."""
     def leaf(t):
@@ -468,10 +474,13 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
 
     optimizers = {}  # per group, kept across rounds with persistent_adam (else stays empty)
     gauss_newton = config.optimizer == "gauss_newton"
-    if gauss_newton and ties is not None:
-        raise ValueError("optimizer='gauss_newton' does not fit frames tied together (a shared identity couples "
-                         "their systems); use optimizer='adam' for videos and photo sets")
-    damping = torch.full((B,), config.damping, dtype=images.dtype, device=images.device)
+    if gauss_newton:  # one joint step per round on the variables of every group that is not closed-form
+        if ties is not None:
+            raise ValueError("optimizer='gauss_newton' does not fit frames tied together (a shared identity couples "
+                             "their systems); use optimizer='adam' for videos and photo sets")
+        geometry = tuple(name for group in config.groups if group not in CLOSED_FORM_GROUPS
+                         for name in _group_variables(group))
+        damping = torch.full((B,), config.damping, dtype=images.dtype, device=images.device)
     for round_index in range(config.rounds if ties is None else ties.rounds(config.rounds)):
         for group in config.groups:
             if group in CLOSED_FORM_GROUPS:
@@ -481,7 +490,7 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
                 continue
             if gauss_newton:
                 continue  # the geometric groups take one joint step after the closed-form ones
-            names = ("pose", "translation") if group == "pose" else (group,)
+            names = _group_variables(group)
             # only the group's tensors need gradients: backward then never runs through what this group
             # cannot change (for the pose, the shape and its vertex normals)
             for name, value in variables.items():
@@ -506,10 +515,8 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
                 optimizer.step()
                 with torch.no_grad():
                     _reset_bad_samples(variables, last_good, finite, diverged, ties)
-        names = tuple(name for group in config.groups if group not in CLOSED_FORM_GROUPS
-                      for name in (("pose", "translation") if group == "pose" else (group,)))
-        if gauss_newton and names:
-            levenberg_marquardt_step(energy_fn, variables, names,
+        if gauss_newton and geometry:
+            levenberg_marquardt_step(energy_fn, variables, geometry,
                                      lambda v: _to_params(model, v, focal, principal_point), damping)
         with torch.no_grad():
             terms = energy_fn(as_params())
