@@ -23,7 +23,6 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.autograd.forward_ad as fwAD
 
 from .image_term import _gather_pixels, masked_pixels
 from .least_squares import irls_weights
@@ -74,23 +73,28 @@ class Stage2Residuals:
 
 
 def forward_jacobian(function: Callable[[dict], torch.Tensor], variables: dict[str, torch.Tensor],
-                     names: tuple[str, ...]) -> torch.Tensor:
-    """``∂function/∂(variables[names])`` per sample by forward-mode AD, one column per coordinate (the same
-    coordinate of every sample at once: sample ``b``'s output depends on sample ``b``'s variables only).
+                     names: tuple[str, ...], chunk_size: int | None = None) -> torch.Tensor:
+    """``∂function/∂(variables[names])`` per sample by forward-mode AD: one Jacobian-vector product per coordinate
+    (the same coordinate of every sample at once: sample ``b``'s output depends on sample ``b``'s variables only),
+    ``chunk_size`` of them batched by ``torch.func.vmap`` (default: about 64 sample-columns per batch; the primal
+    computation, e.g. the rasterizer's search for the visible triangles, runs once per batch).
 
     Shape:
         variables[name]: (B, K_name); function(variables) -> (B, N); -> (B, N, Σ K_name).
     """
-    columns = []
-    with fwAD.dual_level():
-        for name in names:
-            value = variables[name].detach()
-            for k in range(value.shape[1]):
-                tangent = torch.zeros_like(value)
-                tangent[:, k] = 1
-                dual = dict(variables, **{name: fwAD.make_dual(value, tangent)})
-                columns.append(fwAD.unpack_dual(function(dual)).tangent)
-    return torch.stack(columns, -1)
+    primals = tuple(variables[name].detach() for name in names)
+    sizes = [value.shape[1] for value in primals]
+    batch, total = primals[0].shape[0], sum(sizes)
+    if chunk_size is None:
+        chunk_size = max(1, 64 // max(1, batch))
+    # tangent k: coordinate k of every sample; split into the variables' parts
+    basis = torch.eye(total, dtype=primals[0].dtype, device=primals[0].device)[:, None].expand(total, batch, total)
+
+    def column(*tangents):
+        return torch.func.jvp(lambda *values: function(dict(variables, **dict(zip(names, values)))),
+                              primals, tangents)[1]
+
+    return torch.func.vmap(column, chunk_size=chunk_size)(*basis.split(sizes, -1)).permute(1, 2, 0)
 
 
 def levenberg_marquardt_step(energy_fn, variables: dict[str, torch.Tensor], names: tuple[str, ...],
