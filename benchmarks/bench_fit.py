@@ -20,7 +20,10 @@ the ``all thr.`` column times the same fit on torch's thread setting. Stage 2 (t
 ``TextureFitConfig``) is timed once per model at batch 32 (``--quick``: 8) on random 224 px images:
 ``texture_images_per_s_bfm_size`` and ``texture_images_per_s_builtin``;
 ``texture_images_per_s_bfm_size_full_mesh`` is the same BFM-sized fit computed on the whole mesh
-(``active_vertices=False``, the energy is the same), the reference.
+(``active_vertices=False``, the energy is the same), the reference. ``--gauss-newton`` adds stage 2 by
+Levenberg-Marquardt (``GAUSS_NEWTON``: the image term at 112², 4 rounds) per model, its reference the same fit with
+one Jacobian column per forward-mode pass (``jacobian_chunk=1``, how it was computed before the columns were
+batched): ``gauss_newton_images_per_s_*`` and ``gauss_newton_speedup_*``.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ from diffface.landmark_marching import project_landmarks
 
 GROUPS = ("pose", "identity", "expression")
 BFM_VERTICES = 35709
+# stage 2 by Levenberg-Marquardt as accuracy_fit.py's row "gauss-newton image l21" runs it
+GAUSS_NEWTON = TextureFitConfig(term="image", image_term_size=112, optimizer="gauss_newton", r_id=1e-3, rounds=4)
 
 
 def bfm_sized_model(seed: int = 0) -> MorphableModel:
@@ -258,9 +263,10 @@ MODELS = {"builtin": lambda: load_morphable_model("builtin"), "bfm-size": bfm_si
 
 def run(quick: bool, device: str = "cpu", model_names: tuple[str, ...] = tuple(MODELS),
         batches: tuple[int, ...] | None = None, texture_batch: int | None = None,
-        stages: tuple[int, ...] = (1, 2)) -> dict:
+        stages: tuple[int, ...] = (1, 2), gauss_newton: bool = False) -> dict:
     """Stage 1 at ``batches`` (default 1, 32, 256; ``quick``: 1, 32) and stage 2 at ``texture_batch`` (default 32;
-    ``quick``: 8) for each model of ``model_names``, on ``device``; only the ``stages`` asked for."""
+    ``quick``: 8) for each model of ``model_names``, on ``device``; only the ``stages`` asked for; ``gauss_newton``:
+    also stage 2 by Levenberg-Marquardt and its reference (module docstring)."""
     device = torch.device(device)
     models = {name: MODELS[name]().to(device) for name in model_names}
     batches = batches or ((1, 32) if quick else (1, 32, 256))
@@ -292,6 +298,14 @@ def run(quick: bool, device: str = "cpu", model_names: tuple[str, ...] = tuple(M
     if "bfm-size" in models and 2 in stages:
         # the same fit on the whole mesh (TextureFitConfig.active_vertices=False): the reference for the BFM size
         texture_rows.append(texture_speed("bfm-size", models["bfm-size"], texture_batch, active_vertices=False))
+    gauss_newton_rows = []
+    if gauss_newton and 2 in stages:
+        for name, model in models.items():
+            current = texture_speed(name, model, texture_batch, config=GAUSS_NEWTON)
+            reference = texture_speed(name, model, texture_batch, config=replace(GAUSS_NEWTON, jacobian_chunk=1))
+            gauss_newton_rows.append({**current, "reference_images_per_s": reference["texture_images_per_s"],
+                                      "speedup": round(current["texture_images_per_s"]
+                                                       / reference["texture_images_per_s"], 2)})
     # the first model's batch-32 row (builtin's by default)
     head = next((r for r in rows if r["batch"] == 32), rows[0] if rows else dict.fromkeys(
         ("landmark_images_per_s", "model", "batch", "reference_images_per_s")))
@@ -307,11 +321,16 @@ def run(quick: bool, device: str = "cpu", model_names: tuple[str, ...] = tuple(M
             "texture_images_per_s_builtin": texture("builtin"),
             "device": str(device), "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "quick": quick, "rows": rows, "texture_rows": texture_rows}
+            **{f"gauss_newton_{key}_{r['model'].replace('-', '_')}": r[field] for r in gauss_newton_rows
+               for key, field in (("images_per_s", "texture_images_per_s"), ("speedup", "speedup"))},
+            "torch": torch.__version__, "quick": quick, "rows": rows, "texture_rows": texture_rows,
+            "gauss_newton_rows": gauss_newton_rows}
 
 
-def texture_speed(model_name: str, model: MorphableModel, batch: int, active_vertices: bool = True) -> dict:
-    """Images/s of stage 2 (default TextureFitConfig) on ``batch`` 224 px images, from stage-1 parameters.
+def texture_speed(model_name: str, model: MorphableModel, batch: int, active_vertices: bool = True,
+                  config: TextureFitConfig | None = None) -> dict:
+    """Images/s of stage 2 (``config``; default: the default TextureFitConfig with ``active_vertices``) on ``batch``
+    224 px images, from stage-1 parameters.
 
     The images are random (timing only: the work per step does not depend on their content).
     """
@@ -319,17 +338,19 @@ def texture_speed(model_name: str, model: MorphableModel, batch: int, active_ver
     observed = observations(model, batch, seed=1).to(device)
     start_params = fit_landmarks(model, observed, (224, 224)).params
     images = torch.rand(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(device)
-    config = TextureFitConfig(active_vertices=active_vertices)
+    config = config or TextureFitConfig(active_vertices=active_vertices)
     fit_texture(model, images[:1], observed[:1], start_params.index(slice(0, 1)),
-                TextureFitConfig(rounds=1, steps_per_group=1))  # first-call costs out of the timing
+                replace(config, rounds=1, steps_per_group=1))  # first-call costs out of the timing
     synchronize(device)
     start = time.perf_counter()
     fit_texture(model, images, observed, start_params, config)
     synchronize(device)
     seconds = time.perf_counter() - start
-    return {"model": model_name, "vertices": model.num_vertices, "batch": batch, "active_vertices": active_vertices,
+    return {"model": model_name, "vertices": model.num_vertices, "batch": batch,
+            "active_vertices": config.active_vertices, "optimizer": config.optimizer,
             "texture_images_per_s": round(batch / seconds, 3), "seconds": round(seconds, 2),
-            "adam_steps": config.rounds * config.steps_per_group * 3, "uv_size": config.uv_size}
+            "adam_steps": config.rounds * config.steps_per_group * 3 if config.optimizer == "adam" else 0,
+            "uv_size": config.uv_size}
 
 
 def print_table(result: dict) -> None:
@@ -356,6 +377,11 @@ def print_table(result: dict) -> None:
         print(f"stage 2 (texture, {mesh}), {r['model']} ({r['vertices']} vertices), batch {r['batch']}: "
               f"{r['texture_images_per_s']:.2f} images/s ({r['adam_steps']} Adam steps + closed-form lighting/albedo, "
               f"UV {r['uv_size']}²)")
+    for r in result.get("gauss_newton_rows", []):
+        print(f"stage 2 (Levenberg-Marquardt, image term 112², {GAUSS_NEWTON.rounds} rounds), {r['model']} "
+              f"({r['vertices']} vertices), batch {r['batch']}: {r['texture_images_per_s']:.2f} images/s; "
+              f"one Jacobian column per pass (reference): {r['reference_images_per_s']:.2f} images/s; "
+              f"speedup {r['speedup']:.2f}x")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -367,6 +393,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", help="stage-1 batch sizes, comma-separated (default 1,32,256; --quick 1,32)")
     parser.add_argument("--texture-batch", type=int, help="stage-2 batch (default 32; --quick 8)")
     parser.add_argument("--stages", default="1,2", help="which stages to time: 1, 2 or 1,2 (default)")
+    parser.add_argument("--gauss-newton", action="store_true",
+                        help="also time stage 2 by Levenberg-Marquardt and its reference (minutes on a CPU)")
     args = parser.parse_args(argv)
     names = tuple(args.models.split(","))
     unknown = [name for name in names if name not in MODELS]
@@ -376,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     stages = tuple(int(stage) for stage in args.stages.split(","))
     if not set(stages) <= {1, 2}:
         parser.error(f"--stages takes 1, 2 or 1,2, not {args.stages}")
-    result = run(args.quick, args.device, names, batches, args.texture_batch, stages)
+    result = run(args.quick, args.device, names, batches, args.texture_batch, stages, args.gauss_newton)
     emit(result, args, print_table)
 
 

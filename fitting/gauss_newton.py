@@ -34,8 +34,10 @@ class Stage2Residuals:
     Args:
         energy_fn: the stage-2 energy (``term="image"``; its config gives the norm, ``c_lands``, ``r_exp``,
             ``r_id``).
-        params: the linearisation point: its masked pixels, IRLS weights and pixel count are held fixed;
-            :attr:`energy` and :attr:`residuals` are the energy and the residuals there.
+        params: the linearisation point: its visible triangles, masked pixels, IRLS weights and pixel count are
+            held fixed (the Jacobian holds them fixed: the rasterizer's search for the visible triangles runs once,
+            not in every forward-mode pass); :attr:`energy` and :attr:`residuals` are the energy and the residuals
+            there.
 
     Shape:
         __call__(params (B, ...)) -> (B, N): masked pixels × 3, 68 × 2 landmarks, K_exp, K_id.
@@ -48,6 +50,7 @@ class Stage2Residuals:
             out = terms["output"]
             self.energy = terms["energy"]
             self.index, self.valid = masked_pixels(out.mask)
+            self.pix_to_face = out.fragments.pix_to_face
             difference = (out.target - out.rendered) * out.mask
             count = out.mask.sum((1, 2, 3)).clamp_min(1.0)[:, None, None, None]
             self.scale = (irls_weights(difference, energy_fn.config.norm) / count).sqrt() * out.mask
@@ -56,8 +59,8 @@ class Stage2Residuals:
     def __call__(self, params) -> torch.Tensor:
         energy_fn = self.energy_fn
         vertices, model_normals = energy_fn.shape_and_normals(params)
-        return self._stack(energy_fn.image_term(vertices, model_normals, energy_fn.active.albedo(params.beta), params),
-                           params)
+        return self._stack(energy_fn.image_term(vertices, model_normals, energy_fn.active.albedo(params.beta), params,
+                                                self.pix_to_face), params)
 
     def _stack(self, out, params) -> torch.Tensor:
         """The residuals of the model rendered as ``out`` (an :class:`~.image_term.ImageTermOutput`)."""
@@ -76,8 +79,9 @@ def forward_jacobian(function: Callable[[dict], torch.Tensor], variables: dict[s
                      names: tuple[str, ...], chunk_size: int | None = None) -> torch.Tensor:
     """``∂function/∂(variables[names])`` per sample by forward-mode AD: one Jacobian-vector product per coordinate
     (the same coordinate of every sample at once: sample ``b``'s output depends on sample ``b``'s variables only),
-    ``chunk_size`` of them batched by ``torch.func.vmap`` (default: about 64 sample-columns per batch; the primal
-    computation, e.g. the rasterizer's search for the visible triangles, runs once per batch).
+    ``chunk_size`` of them batched by ``torch.func.vmap`` (default: about 64 sample-columns per batch on a CPU, where
+    larger batches were slower, 4096 on a GPU; the primal computation, e.g. the rasterizer's search for the visible
+    triangles, runs once per batch). The result does not depend on ``chunk_size``.
 
     Shape:
         variables[name]: (B, K_name); function(variables) -> (B, N); -> (B, N, Σ K_name).
@@ -86,7 +90,7 @@ def forward_jacobian(function: Callable[[dict], torch.Tensor], variables: dict[s
     sizes = [value.shape[1] for value in primals]
     batch, total = primals[0].shape[0], sum(sizes)
     if chunk_size is None:
-        chunk_size = max(1, 64 // max(1, batch))
+        chunk_size = max(1, (64 if primals[0].device.type == "cpu" else 4096) // max(1, batch))
     # tangent k: coordinate k of every sample; split into the variables' parts
     basis = torch.eye(total, dtype=primals[0].dtype, device=primals[0].device)[:, None].expand(total, batch, total)
 
@@ -99,11 +103,12 @@ def forward_jacobian(function: Callable[[dict], torch.Tensor], variables: dict[s
 
 def levenberg_marquardt_step(energy_fn, variables: dict[str, torch.Tensor], names: tuple[str, ...],
                              to_params: Callable[[dict], object], damping: torch.Tensor,
-                             max_tries: int = 6) -> torch.Tensor:
+                             max_tries: int = 6, jacobian_chunk: int | None = None) -> torch.Tensor:
     """One Levenberg-Marquardt step on ``variables[names]`` (in place), per sample (module docstring).
 
     ``damping`` (λ, per sample) is updated in place: × 0.3 where a step is kept, × 10 per rejected try. A sample
-    keeps its variables where no try within ``max_tries`` lowers its (finite) energy.
+    keeps its variables where no try within ``max_tries`` lowers its (finite) energy. ``jacobian_chunk``:
+    :func:`forward_jacobian`'s ``chunk_size``.
 
     Returns:
         (B,) bool: the samples whose step was kept.
@@ -114,7 +119,7 @@ def levenberg_marquardt_step(energy_fn, variables: dict[str, torch.Tensor], name
     variables = {k: v.detach() for k, v in variables.items()}
     residuals = Stage2Residuals(energy_fn, to_params(variables))
     rho = residuals.residuals
-    jacobian = forward_jacobian(lambda v: residuals(to_params(v)), variables, names)
+    jacobian = forward_jacobian(lambda v: residuals(to_params(v)), variables, names, jacobian_chunk)
     normal = jacobian.transpose(1, 2) @ jacobian
     gradient = (jacobian.transpose(1, 2) @ rho[..., None])[..., 0]
     eye = torch.eye(normal.shape[-1], dtype=normal.dtype, device=normal.device)

@@ -122,7 +122,9 @@ class ImageTerm:
         self.target = resample_photos(images, self.size)
 
     def __call__(self, vertices: torch.Tensor, model_normals: torch.Tensor, albedo: torch.Tensor,
-                 params: FaceParameters) -> ImageTermOutput:
+                 params: FaceParameters, pix_to_face: torch.Tensor | None = None) -> ImageTermOutput:
+        """``pix_to_face``: the visible triangles when already known (:func:`~diffface.renderers.rasterize_meshes`:
+        the search is skipped), (B, S, S)."""
         check_shape(vertices, [self.target.shape[0], "V", 3], "vertices")
         check_shape(model_normals, list(vertices.shape), "model_normals")
         check_shape(albedo, list(vertices.shape), "albedo")
@@ -131,7 +133,7 @@ class ImageTerm:
         # pixel j covers [j − ½, j + ½] at both sizes
         pixels = points if self.scale == 1 else (points + 0.5) * self.scale - 0.5
         screen = torch.cat([pixels, points_camera[..., 2:]], -1)
-        fragments = rasterize_meshes(screen, self.faces, self.size)
+        fragments = rasterize_meshes(screen, self.faces, self.size, pix_to_face=pix_to_face)
         normals = rotate_points(model_normals, euler_to_rotation(params.angles))
         rendered = shade_sh(fragments, ShadingInput(faces=self.faces, normals=normals, albedo=albedo, sh=params.sh),
                             per_pixel=True)

@@ -116,6 +116,9 @@ class TextureFitConfig:
             forward-mode) and ``r_id > 0`` (a converged descent without an identity prior leaves the face); not
             with frames tied together (videos, photo sets).
         damping: the Levenberg-Marquardt ``λ`` each sample starts with (``optimizer="gauss_newton"``).
+        jacobian_chunk: Jacobian columns computed in one batched forward-mode pass (``optimizer="gauss_newton"``;
+            memory grows with it; 0: about 64 sample-columns per pass on a CPU, 4096 on a GPU;
+            :func:`~.gauss_newton.forward_jacobian`). The Jacobian does not depend on it.
     """
 
     c_lands: float = 10.0
@@ -140,7 +143,8 @@ class TextureFitConfig:
     free_albedo_modes: int = 64
     persistent_adam: bool = False
     optimizer: str = "adam"
-    damping: float = 1e-2
+    damping: float = 1e-3
+    jacobian_chunk: int = 0
 
     def __post_init__(self):
         if min(self.c_lands, self.r_beta, self.r_exp, self.r_id) < 0:
@@ -159,6 +163,8 @@ class TextureFitConfig:
             raise ValueError("free_albedo_smoothness and free_albedo_prior must be >= 0 and not both 0, "
                              f"free_albedo_modes >= 1; got {self.free_albedo_smoothness}, {self.free_albedo_prior}, "
                              f"{self.free_albedo_modes}")
+        if self.jacobian_chunk < 0:
+            raise ValueError(f"jacobian_chunk must be 0 (automatic) or positive, got {self.jacobian_chunk}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.optimizer == "gauss_newton" and (self.term != "image" or not self.r_id > 0 or not self.damping > 0):
@@ -517,7 +523,8 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
                     _reset_bad_samples(variables, last_good, finite, diverged, ties)
         if gauss_newton and geometry:
             levenberg_marquardt_step(energy_fn, variables, geometry,
-                                     lambda v: _to_params(model, v, focal, principal_point), damping)
+                                     lambda v: _to_params(model, v, focal, principal_point), damping,
+                                     jacobian_chunk=config.jacobian_chunk or None)
         with torch.no_grad():
             terms = energy_fn(as_params())
             _reset_bad_samples(variables, last_good, torch.isfinite(terms["energy"]), diverged, ties)

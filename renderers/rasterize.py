@@ -335,7 +335,7 @@ def _surface_at_pixels(vertices_screen: torch.Tensor, faces: torch.Tensor, pix_t
 
 def rasterize_meshes(vertices_screen: torch.Tensor, faces: torch.Tensor, image_size: int | tuple[int, int],
                      cull_backfaces: bool = False, near: float = 1e-6,
-                     max_pairs_per_chunk: int = 1 << 22) -> Fragments:
+                     max_pairs_per_chunk: int = 1 << 22, pix_to_face: torch.Tensor | None = None) -> Fragments:
     """Rasterize batched meshes of one topology: nearest face, barycentrics and depth per pixel.
 
     See the module docstring for the conventions (pixel centres, inside test, tie rule, culling).
@@ -350,13 +350,18 @@ def rasterize_meshes(vertices_screen: torch.Tensor, faces: torch.Tensor, image_s
         cull_backfaces: drop triangles facing away from the camera.
         near: triangles with a vertex at ``z <= near`` are culled.
         max_pairs_per_chunk: bound on the (triangle, pixel) pairs processed at once (memory).
+        pix_to_face: the visible triangle per pixel (−1: none) when it is already known, e.g. from an earlier call
+            with the same vertices: the search for it is skipped (the costly, non-differentiable part) and only the
+            barycentrics and depth are computed (a Jacobian's many passes at one point). Not checked against
+            ``vertices_screen``; ``cull_backfaces`` and ``near`` do not apply.
 
     Returns:
         :class:`~diffface.renderers.fragments.Fragments`, in the dtype of ``vertices_screen``
         (float32 for half-precision inputs).
 
     Shape:
-        vertices_screen: (B, V, 3); faces: (F, 3) int -> Fragments with (B, H, W) maps.
+        vertices_screen: (B, V, 3); faces: (F, 3) int; pix_to_face: (B, H, W) long -> Fragments with (B, H, W)
+        maps.
 
     Example:
         >>> verts = torch.tensor([[[1.0, 1.0, 2.0], [6.0, 1.0, 2.0], [1.0, 6.0, 2.0]]])
@@ -372,20 +377,26 @@ def rasterize_meshes(vertices_screen: torch.Tensor, faces: torch.Tensor, image_s
         vertices_screen = vertices_screen.float()
     faces = faces.long()
     batch, num_faces = vertices_screen.shape[0], faces.shape[0]
+    if pix_to_face is not None and tuple(pix_to_face.shape) != (batch, height, width):
+        raise ValueError(f"pix_to_face: expected shape {(batch, height, width)}, got {tuple(pix_to_face.shape)}")
     # Images are processed in groups so that the per-triangle tables and the pixel buffers of a
     # group stay within about max_pairs_per_chunk entries.
     group = max(1, min(batch, max_pairs_per_chunk // max(1, num_faces, height * width)))
-    pix_to_face, bary, zbuf = [], [], []
+    visible_parts, bary, zbuf = [], [], []
     for g in range(0, batch, group):
         verts = vertices_screen[g:g + group]
-        with torch.no_grad():
-            visible = _visible_faces(verts.detach(), faces, height, width, near, cull_backfaces, max_pairs_per_chunk)
+        if pix_to_face is not None:
+            visible = pix_to_face[g:g + group].reshape(-1).long()
+        else:
+            with torch.no_grad():
+                visible = _visible_faces(verts.detach(), faces, height, width, near, cull_backfaces,
+                                         max_pairs_per_chunk)
         group_bary, group_zbuf = _surface_at_pixels(verts, faces, visible, height, width)
-        pix_to_face.append(visible)
+        visible_parts.append(visible)
         bary.append(group_bary)
         zbuf.append(group_zbuf)
-    cat = (lambda parts: parts[0]) if len(pix_to_face) == 1 else (lambda parts: torch.cat(parts))
-    pix_to_face_map = cat(pix_to_face).reshape(batch, height, width)
+    cat = (lambda parts: parts[0]) if len(visible_parts) == 1 else (lambda parts: torch.cat(parts))
+    pix_to_face_map = cat(visible_parts).reshape(batch, height, width)
     return Fragments(pix_to_face=pix_to_face_map, bary_coords=cat(bary).reshape(batch, height, width, 3),
                      zbuf=cat(zbuf).reshape(batch, height, width), mask=pix_to_face_map >= 0)
 

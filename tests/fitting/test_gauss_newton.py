@@ -81,6 +81,10 @@ def test_forward_jacobian_matches_backward_products(model64, scene):
                                     [variables[name] for name in names])
     torch.testing.assert_close((jacobian.transpose(1, 2) @ weights[..., None])[..., 0], torch.cat(gradients, 1),
                                rtol=1e-8, atol=1e-10)
+    # the columns batched differently (one per pass; 5 per pass, the last pass shorter): the same Jacobian
+    for chunk_size in (1, 5):
+        torch.testing.assert_close(forward_jacobian(lambda v: residuals(to_params(v)), variables, names, chunk_size),
+                                   jacobian, rtol=1e-12, atol=1e-14)
 
 
 def test_step_lowers_each_energy_and_keeps_samples_independent(model64, scene):
@@ -129,6 +133,8 @@ def test_gauss_newton_settings_are_checked(model64, scene):
         TextureFitConfig(optimizer="gauss_newton", r_id=1e-3)
     with pytest.raises(ValueError, match="r_id > 0"):
         TextureFitConfig(optimizer="gauss_newton", term="image")
+    with pytest.raises(ValueError, match="jacobian_chunk"):
+        TextureFitConfig(jacobian_chunk=-1)
     with pytest.raises(ValueError, match="optimizer must be one of"):
         TextureFitConfig(optimizer="lbfgs")
     with pytest.raises(ValueError, match="tied together"):

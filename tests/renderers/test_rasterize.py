@@ -233,6 +233,28 @@ def test_chunking_gives_identical_results(dtype):
         assert torch.equal(chunked.zbuf, full.zbuf), max_pairs
 
 
+def test_known_visible_faces_give_the_same_fragments_and_gradients():
+    """``pix_to_face`` from an earlier call skips the search: the same fragments, the same vertex gradients, also
+    when the batch is rasterized in groups; a map of the wrong shape is refused."""
+    g = torch.Generator().manual_seed(12)
+    vertices, faces = random_triangle_soup(3, 40, (24, 30), g, scale_range=(0.5, 30.0), dtype=torch.float64)
+    full = rasterize_meshes(vertices, faces, (24, 30))
+    weights = torch.randn(3, 24, 30, 3, dtype=torch.float64, generator=g)
+    for max_pairs in (1 << 22, 17):  # one group; one image per group
+        leaves = [vertices.clone().requires_grad_(True) for _ in range(2)]
+        searched = rasterize_meshes(leaves[0], faces, (24, 30), max_pairs_per_chunk=max_pairs)
+        known = rasterize_meshes(leaves[1], faces, (24, 30), max_pairs_per_chunk=max_pairs,
+                                 pix_to_face=full.pix_to_face)
+        for out in (searched, known):
+            assert torch.equal(out.pix_to_face, full.pix_to_face) and torch.equal(out.mask, full.mask)
+            assert torch.equal(out.bary_coords, full.bary_coords) and torch.equal(out.zbuf, full.zbuf)
+            ((out.bary_coords * weights).sum() + out.zbuf.clamp_max(1e3).sum()).backward()
+        assert leaves[1].grad.abs().sum() > 0
+        assert torch.equal(leaves[0].grad, leaves[1].grad)
+    with pytest.raises(ValueError, match="pix_to_face"):
+        rasterize_meshes(vertices, faces, (24, 30), pix_to_face=full.pix_to_face[:, :10])
+
+
 def test_triangles_at_or_behind_the_camera_plane_are_culled():
     vertices, faces = one_triangle()
     for bad_z in (0.0, -1.0, 1e-7):
