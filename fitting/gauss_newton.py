@@ -64,15 +64,87 @@ class Stage2Residuals:
 
     def _stack(self, out, params) -> torch.Tensor:
         """The residuals of the model rendered as ``out`` (an :class:`~.image_term.ImageTermOutput`)."""
+        return torch.cat([self._texture(out.target, out.rendered), self._geometric(out.points, params)], 1)
+
+    def _texture(self, target: torch.Tensor, rendered: torch.Tensor) -> torch.Tensor:
+        """The masked pixels' residuals. Shape: (B, 3, S, S) -> (B, P·3), pixel-major."""
+        texture = _gather_pixels((target - rendered) * self.scale, self.index) * self.valid[..., None]
+        return texture.flatten(1)
+
+    def _geometric(self, points: torch.Tensor, params) -> torch.Tensor:
+        """The landmark and prior residuals. Shape: points (B, V, 2) -> (B, 68·2 + K_exp (+ K_id))."""
         energy_fn, config, model = self.energy_fn, self.energy_fn.config, self.energy_fn.model
-        texture = _gather_pixels((out.target - out.rendered) * self.scale, self.index) * self.valid[..., None]
         landmark_weight = (config.c_lands / energy_fn.count).sqrt()[:, None, None]
-        landmarks = energy_fn.landmark_residuals(out.points, params.angles) * landmark_weight
-        parts = [texture.flatten(1), landmarks.flatten(1),
-                 params.alpha_exp / model.exp_std.clamp_min(1e-12) * config.r_exp ** 0.5]
+        landmarks = energy_fn.landmark_residuals(points, params.angles) * landmark_weight
+        parts = [landmarks.flatten(1), params.alpha_exp / model.exp_std.clamp_min(1e-12) * config.r_exp ** 0.5]
         if config.r_id:
             parts.append(params.alpha_id / model.id_std.clamp_min(1e-12) * config.r_id ** 0.5)
         return torch.cat(parts, 1)
+
+    def jacobian(self, to_params: Callable[[dict], object], variables: dict[str, torch.Tensor],
+                 names: tuple[str, ...], chunk_size: int | None = None) -> torch.Tensor:
+        """``∂residuals/∂(variables[names])`` at the linearisation point by the chain rule through the vertices.
+
+        A masked pixel's residual depends on the geometry only through the screen positions ``(u, v, z)`` and
+        normals of its visible triangle's three corners (the triangle held fixed), so ``J = L · C``: ``L``, the 18
+        derivatives of each pixel's colour with respect to its corners, by forward mode on a mesh of private
+        triangles (one per masked pixel, its own copy of the three corners: 18 passes of the renderer, not one per
+        coordinate), and ``C``, the corners' derivatives with respect to the coordinates, by forward mode over the
+        vertices alone (no pixels; with the landmark and prior residuals), ``chunk_size`` coordinates at a time
+        (default 16). The same Jacobian as :func:`forward_jacobian` of :meth:`__call__` (to rounding).
+
+        Shape:
+            variables[name]: (B, K_name); -> (B, N, Σ K_name).
+        """
+        energy_fn = self.energy_fn
+        term = energy_fn.image_term
+        primals = tuple(variables[name].detach() for name in names)
+        sizes = [value.shape[1] for value in primals]
+        batch, total = primals[0].shape[0], sum(sizes)
+        dtype, device = primals[0].dtype, primals[0].device
+        params = to_params(variables)
+        count = self.index.shape[1]
+        corners = term.faces[self.pix_to_face.flatten(1).gather(1, self.index).clamp_min(0)]  # (B, P, 3)
+
+        def at_corners(values):  # (B, V, C) -> (B, P, 3, C)
+            flat = corners.reshape(batch, 3 * count, 1).expand(-1, -1, values.shape[-1])
+            return values.gather(1, flat).view(batch, count, 3, -1)
+
+        def vertex_part(*values):
+            moved = to_params(dict(variables, **dict(zip(names, values))))
+            screen, normals, points = term.project(*energy_fn.shape_and_normals(moved), moved)
+            return at_corners(torch.cat([screen, normals], -1)), self._geometric(points, moved)
+
+        # L: pixel j of each sample is private triangle j (-1 where the mask's padding is)
+        private_faces = torch.arange(3 * count, device=device).view(count, 3)
+        slots = torch.arange(count, device=device).expand(batch, count)
+        private_map = torch.full((batch, term.size ** 2), -1, dtype=torch.long, device=device).scatter(
+            1, self.index, torch.where(self.valid, slots, torch.full_like(slots, -1))).view(self.pix_to_face.shape)
+        with torch.no_grad():
+            corner_values, _ = vertex_part(*primals)
+            albedo = at_corners(energy_fn.active.albedo(params.beta)).reshape(batch, 3 * count, 3)
+
+        def pixel_part(corner_screen, corner_normals):
+            rendered, _ = term.render(corner_screen.reshape(batch, 3 * count, 3),
+                                      corner_normals.reshape(batch, 3 * count, 3), albedo, params.sh,
+                                      faces=private_faces, pix_to_face=private_map)
+            return self._texture(term.target.to(dtype), rendered)
+
+        basis = torch.eye(18, dtype=dtype, device=device).view(18, 1, 1, 3, 6).expand(18, batch, count, 3, 6)
+        local = torch.func.vmap(lambda t: torch.func.jvp(pixel_part, (corner_values[..., :3], corner_values[..., 3:]),
+                                                         (t[..., :3].contiguous(), t[..., 3:].contiguous()))[1])(basis)
+        local = local.view(3, 6, batch, count, 3)  # corner, (u, v, z, normal), sample, pixel, colour
+        # C, chunk by chunk of coordinates, contracted with L at once
+        tangents = torch.eye(total, dtype=dtype, device=device)[:, None].expand(total, batch, total)
+        texture, geometric = [], []
+        chunk_size = chunk_size or 16
+        for start in range(0, total, chunk_size):
+            corner_columns, geometric_columns = torch.func.vmap(
+                lambda *t: torch.func.jvp(vertex_part, primals, t)[1])(
+                *tangents[start:start + chunk_size].split(sizes, -1))
+            texture.append(torch.einsum("ckbpq,tbpck->tbpq", local, corner_columns).flatten(2))
+            geometric.append(geometric_columns)
+        return torch.cat([torch.cat(texture), torch.cat(geometric)], 2).permute(1, 2, 0)
 
 
 def forward_jacobian(function: Callable[[dict], torch.Tensor], variables: dict[str, torch.Tensor],
@@ -103,12 +175,14 @@ def forward_jacobian(function: Callable[[dict], torch.Tensor], variables: dict[s
 
 def levenberg_marquardt_step(energy_fn, variables: dict[str, torch.Tensor], names: tuple[str, ...],
                              to_params: Callable[[dict], object], damping: torch.Tensor,
-                             max_tries: int = 6, jacobian_chunk: int | None = None) -> torch.Tensor:
+                             max_tries: int = 6, jacobian_chunk: int | None = None,
+                             jacobian: str = "chain") -> torch.Tensor:
     """One Levenberg-Marquardt step on ``variables[names]`` (in place), per sample (module docstring).
 
     ``damping`` (λ, per sample) is updated in place: × 0.3 where a step is kept, × 10 per rejected try. A sample
-    keeps its variables where no try within ``max_tries`` lowers its (finite) energy. ``jacobian_chunk``:
-    :func:`forward_jacobian`'s ``chunk_size``.
+    keeps its variables where no try within ``max_tries`` lowers its (finite) energy. ``jacobian``: ``"chain"``
+    (:meth:`Stage2Residuals.jacobian`) or ``"direct"`` (:func:`forward_jacobian` through the whole renderer, one
+    pass per coordinate: the reference); ``jacobian_chunk``: their ``chunk_size``.
 
     Returns:
         (B,) bool: the samples whose step was kept.
@@ -119,7 +193,10 @@ def levenberg_marquardt_step(energy_fn, variables: dict[str, torch.Tensor], name
     variables = {k: v.detach() for k, v in variables.items()}
     residuals = Stage2Residuals(energy_fn, to_params(variables))
     rho = residuals.residuals
-    jacobian = forward_jacobian(lambda v: residuals(to_params(v)), variables, names, jacobian_chunk)
+    if jacobian == "chain":
+        jacobian = residuals.jacobian(to_params, variables, names, jacobian_chunk)
+    else:
+        jacobian = forward_jacobian(lambda v: residuals(to_params(v)), variables, names, jacobian_chunk)
     normal = jacobian.transpose(1, 2) @ jacobian
     gradient = (jacobian.transpose(1, 2) @ rho[..., None])[..., 0]
     eye = torch.eye(normal.shape[-1], dtype=normal.dtype, device=normal.device)

@@ -128,21 +128,44 @@ class ImageTerm:
         check_shape(vertices, [self.target.shape[0], "V", 3], "vertices")
         check_shape(model_normals, list(vertices.shape), "model_normals")
         check_shape(albedo, list(vertices.shape), "albedo")
+        screen, normals, points = self.project(vertices, model_normals, params)
+        rendered, fragments = self.render(screen, normals, albedo, params.sh, pix_to_face=pix_to_face)
+        with torch.no_grad():
+            front = front_facing_faces(screen, self.faces)
+            visible_front = front.gather(1, fragments.pix_to_face.flatten(1).clamp_min(0)).view_as(fragments.mask)
+            mask = (fragments.mask & visible_front)[:, None].to(rendered.dtype)
+        return ImageTermOutput(rendered=rendered, target=self.target.to(rendered.dtype),
+                               mask=mask, fragments=fragments, points=points, albedo=albedo, normals=normals)
+
+    def project(self, vertices: torch.Tensor, model_normals: torch.Tensor,
+                params: FaceParameters) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The vertices in the term's screen space, their normals in the lighting frame and their projections.
+
+        Shape:
+            vertices, model_normals: (B, V, 3) -> screen (B, V, 3) ``(u, v, z)`` at the term's size, normals
+            (B, V, 3), points (B, V, 2) in the photos' pixels.
+        """
         points_camera = world_to_camera(vertices, params.angles, params.translation)
         points = project_points(points_camera, params.focal, params.principal_point)
         # pixel j covers [j − ½, j + ½] at both sizes
         pixels = points if self.scale == 1 else (points + 0.5) * self.scale - 0.5
         screen = torch.cat([pixels, points_camera[..., 2:]], -1)
-        fragments = rasterize_meshes(screen, self.faces, self.size, pix_to_face=pix_to_face)
-        normals = rotate_points(model_normals, euler_to_rotation(params.angles))
-        rendered = shade_sh(fragments, ShadingInput(faces=self.faces, normals=normals, albedo=albedo, sh=params.sh),
+        return screen, rotate_points(model_normals, euler_to_rotation(params.angles)), points
+
+    def render(self, screen: torch.Tensor, normals: torch.Tensor, albedo: torch.Tensor, sh: torch.Tensor,
+               faces: torch.Tensor | None = None,
+               pix_to_face: torch.Tensor | None = None) -> tuple[torch.Tensor, Fragments]:
+        """Rasterize ``faces`` (default: the term's) at the term's size and shade per pixel.
+
+        Shape:
+            screen, normals, albedo: (B, V, 3); sh: (B, 27); pix_to_face: (B, S, S) or None ->
+            (B, 3, S, S), fragments.
+        """
+        faces = self.faces if faces is None else faces
+        fragments = rasterize_meshes(screen, faces, self.size, pix_to_face=pix_to_face)
+        rendered = shade_sh(fragments, ShadingInput(faces=faces, normals=normals, albedo=albedo, sh=sh),
                             per_pixel=True)
-        with torch.no_grad():
-            front = front_facing_faces(screen, self.faces)
-            visible_front = front.gather(1, fragments.pix_to_face.flatten(1).clamp_min(0)).view_as(fragments.mask)
-            mask = (fragments.mask & visible_front)[:, None].to(rendered.dtype)
-        return ImageTermOutput(rendered=rendered.permute(0, 3, 1, 2), target=self.target.to(rendered.dtype),
-                               mask=mask, fragments=fragments, points=points, albedo=albedo, normals=normals)
+        return rendered.permute(0, 3, 1, 2), fragments
 
 
 def masked_pixels(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -57,6 +57,7 @@ from .sequence_fitting import SequenceFitConfig
 TERMS = ("uv", "image")
 VISIBILITY = ("normals", "zbuffer")
 OPTIMIZERS = ("adam", "gauss_newton")
+JACOBIANS = ("chain", "direct")
 GROUPS = ("lighting", "albedo", "pose", "identity", "expression")
 #: groups solved exactly (the rendered colours are linear in them); the others take Adam steps
 CLOSED_FORM_GROUPS = ("lighting", "albedo")
@@ -116,9 +117,12 @@ class TextureFitConfig:
             forward-mode) and ``r_id > 0`` (a converged descent without an identity prior leaves the face); not
             with frames tied together (videos, photo sets).
         damping: the Levenberg-Marquardt ``λ`` each sample starts with (``optimizer="gauss_newton"``).
-        jacobian_chunk: Jacobian columns computed in one batched forward-mode pass (``optimizer="gauss_newton"``;
-            memory grows with it; 0: about 64 sample-columns per pass on a CPU, 4096 on a GPU;
-            :func:`~.gauss_newton.forward_jacobian`). The Jacobian does not depend on it.
+        jacobian: how the Levenberg-Marquardt step's Jacobian is computed: ``"chain"`` (default: through the
+            triangle corners of the masked pixels, :meth:`~.gauss_newton.Stage2Residuals.jacobian`) or ``"direct"``
+            (forward mode through the whole renderer, one pass per coordinate,
+            :func:`~.gauss_newton.forward_jacobian`: the reference, about 3× slower). The same Jacobian to rounding.
+        jacobian_chunk: coordinates per batched forward-mode pass (memory grows with it; 0: ``"chain"`` 16,
+            ``"direct"`` about 64 sample-columns on a CPU, 4096 on a GPU). The Jacobian does not depend on it.
     """
 
     c_lands: float = 10.0
@@ -144,6 +148,7 @@ class TextureFitConfig:
     persistent_adam: bool = False
     optimizer: str = "adam"
     damping: float = 1e-3
+    jacobian: str = "chain"
     jacobian_chunk: int = 0
 
     def __post_init__(self):
@@ -163,6 +168,8 @@ class TextureFitConfig:
             raise ValueError("free_albedo_smoothness and free_albedo_prior must be >= 0 and not both 0, "
                              f"free_albedo_modes >= 1; got {self.free_albedo_smoothness}, {self.free_albedo_prior}, "
                              f"{self.free_albedo_modes}")
+        if self.jacobian not in JACOBIANS:
+            raise ValueError(f"jacobian must be one of {JACOBIANS}, got {self.jacobian!r}")
         if self.jacobian_chunk < 0:
             raise ValueError(f"jacobian_chunk must be 0 (automatic) or positive, got {self.jacobian_chunk}")
         if self.optimizer not in OPTIMIZERS:
@@ -524,7 +531,7 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
         if gauss_newton and geometry:
             levenberg_marquardt_step(energy_fn, variables, geometry,
                                      lambda v: _to_params(model, v, focal, principal_point), damping,
-                                     jacobian_chunk=config.jacobian_chunk or None)
+                                     jacobian_chunk=config.jacobian_chunk or None, jacobian=config.jacobian)
         with torch.no_grad():
             terms = energy_fn(as_params())
             _reset_bad_samples(variables, last_good, torch.isfinite(terms["energy"]), diverged, ties)

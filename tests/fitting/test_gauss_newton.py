@@ -87,6 +87,23 @@ def test_forward_jacobian_matches_backward_products(model64, scene):
                                    jacobian, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("norm", ["l2", "l21"])
+def test_chain_jacobian_matches_forward_jacobian(model64, scene, norm):
+    """Through the masked pixels' triangle corners (18 local derivatives per pixel, the corners' derivatives
+    over the vertices): the same Jacobian as forward mode through the whole renderer, for every coordinate."""
+    _, images, landmarks, start = scene
+    energy_fn = _Stage2Energy(model64, images, landmarks, _config(norm=norm))
+    residuals = Stage2Residuals(energy_fn, start)
+    variables = {k: v.detach() for k, v in _scaled_variables(model64, start).items()}
+    to_params = lambda v: _to_params(model64, v, start.focal, start.principal_point)  # noqa: E731
+    direct = forward_jacobian(lambda v: residuals(to_params(v)), variables, GEOMETRY)
+    for chunk_size in (None, 7):
+        chain = residuals.jacobian(to_params, variables, GEOMETRY, chunk_size)
+        assert chain.shape == direct.shape == (2, residuals.residuals.shape[1], 3 + 3 + model64.id_dims + model64.exp_dims)
+        torch.testing.assert_close(chain, direct, rtol=1e-9, atol=1e-11)
+    assert direct[:, :residuals.index.shape[1] * 3].abs().amax() > 1e-2  # the pixels' part is not empty
+
+
 def test_step_lowers_each_energy_and_keeps_samples_independent(model64, scene):
     _, images, landmarks, start = scene
 
@@ -133,6 +150,8 @@ def test_gauss_newton_settings_are_checked(model64, scene):
         TextureFitConfig(optimizer="gauss_newton", r_id=1e-3)
     with pytest.raises(ValueError, match="r_id > 0"):
         TextureFitConfig(optimizer="gauss_newton", term="image")
+    with pytest.raises(ValueError, match="jacobian must be one of"):
+        TextureFitConfig(jacobian="numeric")
     with pytest.raises(ValueError, match="jacobian_chunk"):
         TextureFitConfig(jacobian_chunk=-1)
     with pytest.raises(ValueError, match="optimizer must be one of"):
