@@ -147,7 +147,7 @@ class TextureFitConfig:
     free_albedo_modes: int = 64
     persistent_adam: bool = False
     optimizer: str = "adam"
-    damping: float = 1e-3
+    damping: float = 1e-2
     jacobian: str = "chain"
     jacobian_chunk: int = 0
 
