@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from accuracy_fit import GAUSS_NEWTON_R_ID
 from bench_output import add_output_arguments, emit
 
 from diffface.camera import euler_to_rotation, euler_to_rotation_jacobian, model_to_camera_flip, perspective_project
@@ -51,7 +52,8 @@ from diffface.landmark_marching import project_landmarks
 GROUPS = ("pose", "identity", "expression")
 BFM_VERTICES = 35709
 # stage 2 by Levenberg-Marquardt as accuracy_fit.py's row "gauss-newton image l21" runs it
-GAUSS_NEWTON = TextureFitConfig(term="image", image_term_size=112, optimizer="gauss_newton", r_id=1e-3, rounds=4)
+GAUSS_NEWTON = TextureFitConfig(term="image", image_term_size=112, optimizer="gauss_newton", r_id=GAUSS_NEWTON_R_ID,
+                                rounds=4)
 
 
 def bfm_sized_model(seed: int = 0) -> MorphableModel:

@@ -51,6 +51,7 @@ class Stage2Residuals:
             self.energy = terms["energy"]
             self.index, self.valid = masked_pixels(out.mask)
             self.pix_to_face = out.fragments.pix_to_face
+            self.albedo = out.albedo
             difference = (out.target - out.rendered) * out.mask
             count = out.mask.sum((1, 2, 3)).clamp_min(1.0)[:, None, None, None]
             self.scale = (irls_weights(difference, energy_fn.config.norm) / count).sqrt() * out.mask
@@ -99,9 +100,7 @@ class Stage2Residuals:
         energy_fn = self.energy_fn
         term = energy_fn.image_term
         primals = tuple(variables[name].detach() for name in names)
-        sizes = [value.shape[1] for value in primals]
-        batch, total = primals[0].shape[0], sum(sizes)
-        dtype, device = primals[0].dtype, primals[0].device
+        batch, dtype, device = primals[0].shape[0], primals[0].dtype, primals[0].device
         params = to_params(variables)
         count = self.index.shape[1]
         corners = term.faces[self.pix_to_face.flatten(1).gather(1, self.index).clamp_min(0)]  # (B, P, 3)
@@ -122,7 +121,7 @@ class Stage2Residuals:
             1, self.index, torch.where(self.valid, slots, torch.full_like(slots, -1))).view(self.pix_to_face.shape)
         with torch.no_grad():
             corner_values, _ = vertex_part(*primals)
-            albedo = at_corners(energy_fn.active.albedo(params.beta)).reshape(batch, 3 * count, 3)
+            albedo = at_corners(self.albedo).reshape(batch, 3 * count, 3)
 
         def pixel_part(corner_screen, corner_normals):
             rendered, _ = term.render(corner_screen.reshape(batch, 3 * count, 3),
@@ -135,16 +134,29 @@ class Stage2Residuals:
                                                          (t[..., :3].contiguous(), t[..., 3:].contiguous()))[1])(basis)
         local = local.view(3, 6, batch, count, 3)  # corner, (u, v, z, normal), sample, pixel, colour
         # C, chunk by chunk of coordinates, contracted with L at once
-        tangents = torch.eye(total, dtype=dtype, device=device)[:, None].expand(total, batch, total)
+        tangents = _coordinate_tangents(primals)
         texture, geometric = [], []
         chunk_size = chunk_size or 16
-        for start in range(0, total, chunk_size):
+        for start in range(0, tangents[0].shape[0], chunk_size):
             corner_columns, geometric_columns = torch.func.vmap(
                 lambda *t: torch.func.jvp(vertex_part, primals, t)[1])(
-                *tangents[start:start + chunk_size].split(sizes, -1))
+                *(part[start:start + chunk_size] for part in tangents))
             texture.append(torch.einsum("ckbpq,tbpck->tbpq", local, corner_columns).flatten(2))
             geometric.append(geometric_columns)
         return torch.cat([torch.cat(texture), torch.cat(geometric)], 2).permute(1, 2, 0)
+
+
+def _coordinate_tangents(primals: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Tangent ``k`` moves coordinate ``k`` of every sample (sample ``b``'s outputs depend on its own variables
+    only), split into the variables' parts.
+
+    Shape:
+        primals[i]: (B, K_i) -> (K, B, K_i) each, K = Σ K_i.
+    """
+    sizes = [value.shape[1] for value in primals]
+    batch, total = primals[0].shape[0], sum(sizes)
+    basis = torch.eye(total, dtype=primals[0].dtype, device=primals[0].device)[:, None].expand(total, batch, total)
+    return basis.split(sizes, -1)
 
 
 def forward_jacobian(function: Callable[[dict], torch.Tensor], variables: dict[str, torch.Tensor],
@@ -159,18 +171,14 @@ def forward_jacobian(function: Callable[[dict], torch.Tensor], variables: dict[s
         variables[name]: (B, K_name); function(variables) -> (B, N); -> (B, N, Σ K_name).
     """
     primals = tuple(variables[name].detach() for name in names)
-    sizes = [value.shape[1] for value in primals]
-    batch, total = primals[0].shape[0], sum(sizes)
     if chunk_size is None:
-        chunk_size = max(1, (64 if primals[0].device.type == "cpu" else 4096) // max(1, batch))
-    # tangent k: coordinate k of every sample; split into the variables' parts
-    basis = torch.eye(total, dtype=primals[0].dtype, device=primals[0].device)[:, None].expand(total, batch, total)
+        chunk_size = max(1, (64 if primals[0].device.type == "cpu" else 4096) // max(1, primals[0].shape[0]))
 
     def column(*tangents):
         return torch.func.jvp(lambda *values: function(dict(variables, **dict(zip(names, values)))),
                               primals, tangents)[1]
 
-    return torch.func.vmap(column, chunk_size=chunk_size)(*basis.split(sizes, -1)).permute(1, 2, 0)
+    return torch.func.vmap(column, chunk_size=chunk_size)(*_coordinate_tangents(primals)).permute(1, 2, 0)
 
 
 def levenberg_marquardt_step(energy_fn, variables: dict[str, torch.Tensor], names: tuple[str, ...],
