@@ -2,9 +2,10 @@
 
 Stage 2's energy is a sum of squares once the texture norm is majorised by its IRLS weights
 (:func:`~.least_squares.irls_weights`: ``Σ w·r²`` has the norm's gradient at the current residuals), so its
-geometry (pose, translation, identity and expression, in one system) can take Gauss-Newton steps instead of
-Adam's: with ``ρ`` the residuals — the image term's masked pixels ``r·√(w/|M|)``, the landmarks
-``(u − l)·√(c_lands / count)`` in normalised coordinates, the priors ``√r·c/σ`` — and ``J = ∂ρ/∂x``,
+geometry (pose, translation, identity and expression, in one system; with ``joint_appearance`` the lighting and
+albedo coefficients too) can take Gauss-Newton steps instead of Adam's: with ``ρ`` the residuals — the image
+term's masked pixels ``r·√(w/|M|)``, the landmarks ``(u − l)·√(c_lands / count)`` in normalised coordinates, the
+priors ``√r·c/σ`` — and ``J = ∂ρ/∂x``,
 
     ``(JᵀJ + λ·(diag JᵀJ + εI)) δ = −Jᵀρ``
 
@@ -40,7 +41,8 @@ class Stage2Residuals:
             there.
 
     Shape:
-        __call__(params (B, ...)) -> (B, N): masked pixels × 3, 68 × 2 landmarks, K_exp, K_id.
+        __call__(params (B, ...)) -> (B, N): masked pixels × 3, 68 × 2 landmarks, K_exp, K_id, K_albedo (the priors
+        whose weight is not 0).
     """
 
     def __init__(self, energy_fn, params):
@@ -73,46 +75,54 @@ class Stage2Residuals:
         return texture.flatten(1)
 
     def _geometric(self, points: torch.Tensor, params) -> torch.Tensor:
-        """The landmark and prior residuals. Shape: points (B, V, 2) -> (B, 68·2 + K_exp (+ K_id))."""
+        """The landmark and prior residuals. Shape: points (B, V, 2) -> (B, 68·2 + K_exp (+ K_id) (+ K_albedo))."""
         energy_fn, config, model = self.energy_fn, self.energy_fn.config, self.energy_fn.model
         landmark_weight = (config.c_lands / energy_fn.count).sqrt()[:, None, None]
         landmarks = energy_fn.landmark_residuals(points, params.angles) * landmark_weight
         parts = [landmarks.flatten(1), params.alpha_exp / model.exp_std.clamp_min(1e-12) * config.r_exp ** 0.5]
         if config.r_id:
             parts.append(params.alpha_id / model.id_std.clamp_min(1e-12) * config.r_id ** 0.5)
+        if config.r_beta:
+            parts.append(params.beta / model.albedo_std.clamp_min(1e-12) * config.r_beta ** 0.5)
         return torch.cat(parts, 1)
 
     def jacobian(self, to_params: Callable[[dict], object], variables: dict[str, torch.Tensor],
                  names: tuple[str, ...], chunk_size: int | None = None) -> torch.Tensor:
         """``∂residuals/∂(variables[names])`` at the linearisation point by the chain rule through the vertices.
 
-        A masked pixel's residual depends on the geometry only through the screen positions ``(u, v, z)`` and
-        normals of its visible triangle's three corners (the triangle held fixed), so ``J = L · C``: ``L``, the 18
-        derivatives of each pixel's colour with respect to its corners, by forward mode on a mesh of private
-        triangles (one per masked pixel, its own copy of the three corners: 18 passes of the renderer, not one per
-        coordinate), and ``C``, the corners' derivatives with respect to the coordinates, by forward mode over the
-        vertices alone (no pixels; with the landmark and prior residuals), ``chunk_size`` coordinates at a time
-        (default 16). The same Jacobian as :func:`forward_jacobian` of :meth:`__call__` (to rounding).
+        A masked pixel's residual depends on the shape, pose and albedo only through the screen positions
+        ``(u, v, z)``, normals and albedo of its visible triangle's three corners (the triangle held fixed), so
+        ``J = L · C``: ``L``, the derivatives of each pixel's colour with respect to its corners (18, and 9 more
+        where the albedo moves), by forward mode on a mesh of private triangles (one per masked pixel, its own copy
+        of the three corners: one pass of the renderer per corner value, not one per coordinate), and ``C``, the
+        corners' derivatives with respect to the coordinates, by forward mode over the vertices alone (no pixels;
+        with the landmark and prior residuals), ``chunk_size`` coordinates at a time (default 16). The lighting
+        (``"lighting"`` in ``names``) acts on the pixels directly: its 27 columns by forward mode on the private
+        triangles. The same Jacobian as :func:`forward_jacobian` of :meth:`__call__` (to rounding).
 
         Shape:
             variables[name]: (B, K_name); -> (B, N, Σ K_name).
         """
         energy_fn = self.energy_fn
         term = energy_fn.image_term
-        primals = tuple(variables[name].detach() for name in names)
-        batch, dtype, device = primals[0].shape[0], primals[0].dtype, primals[0].device
-        params = to_params(variables)
+        vertex_names = tuple(name for name in names if name != "lighting")
+        primals = tuple(variables[name].detach() for name in vertex_names)
+        sh = variables["lighting"].detach() if "lighting" in names else to_params(variables).sh
+        batch, dtype, device = sh.shape[0], sh.dtype, sh.device
         count = self.index.shape[1]
         corners = term.faces[self.pix_to_face.flatten(1).gather(1, self.index).clamp_min(0)]  # (B, P, 3)
+        moving_albedo = "albedo" in names
+        features = 9 if moving_albedo else 6  # per corner: u, v, z, normal (, albedo)
 
         def at_corners(values):  # (B, V, C) -> (B, P, 3, C)
             flat = corners.reshape(batch, 3 * count, 1).expand(-1, -1, values.shape[-1])
             return values.gather(1, flat).view(batch, count, 3, -1)
 
         def vertex_part(*values):
-            moved = to_params(dict(variables, **dict(zip(names, values))))
+            moved = to_params(dict(variables, **dict(zip(vertex_names, values))))
             screen, normals, points = term.project(*energy_fn.shape_and_normals(moved), moved)
-            return at_corners(torch.cat([screen, normals], -1)), self._geometric(points, moved)
+            corner_values = [screen, normals] + ([energy_fn.active.albedo(moved.beta)] if moving_albedo else [])
+            return at_corners(torch.cat(corner_values, -1)), self._geometric(points, moved)
 
         # L: pixel j of each sample is private triangle j (-1 where the mask's padding is)
         private_faces = torch.arange(3 * count, device=device).view(count, 3)
@@ -120,30 +130,42 @@ class Stage2Residuals:
         private_map = torch.full((batch, term.size ** 2), -1, dtype=torch.long, device=device).scatter(
             1, self.index, torch.where(self.valid, slots, torch.full_like(slots, -1))).view(self.pix_to_face.shape)
         with torch.no_grad():
-            corner_values, _ = vertex_part(*primals)
-            albedo = at_corners(self.albedo).reshape(batch, 3 * count, 3)
+            corner_values, geometric_values = vertex_part(*primals)
+            if not moving_albedo:
+                corner_values = torch.cat([corner_values, at_corners(self.albedo)], -1)
 
-        def pixel_part(corner_screen, corner_normals):
-            rendered, _ = term.render(corner_screen.reshape(batch, 3 * count, 3),
-                                      corner_normals.reshape(batch, 3 * count, 3), albedo, params.sh,
-                                      faces=private_faces, pix_to_face=private_map)
+        def pixel_part(corner_values, sh):
+            flat = corner_values.reshape(batch, 3 * count, 9)
+            rendered, _ = term.render(flat[..., :3].contiguous(), flat[..., 3:6].contiguous(),
+                                      flat[..., 6:].contiguous(), sh, faces=private_faces, pix_to_face=private_map)
             return self._texture(term.target.to(dtype), rendered)
 
-        basis = torch.eye(18, dtype=dtype, device=device).view(18, 1, 1, 3, 6).expand(18, batch, count, 3, 6)
-        local = torch.func.vmap(lambda t: torch.func.jvp(pixel_part, (corner_values[..., :3], corner_values[..., 3:]),
-                                                         (t[..., :3].contiguous(), t[..., 3:].contiguous()))[1])(basis)
-        local = local.view(3, 6, batch, count, 3)  # corner, (u, v, z, normal), sample, pixel, colour
+        basis = torch.eye(3 * features, dtype=dtype, device=device).view(3 * features, 1, 1, 3, features)
+        basis = torch.nn.functional.pad(basis, (0, 9 - features)).expand(-1, batch, count, 3, 9)
+        zero_sh = torch.zeros_like(sh)
+        local = torch.func.vmap(lambda t: torch.func.jvp(pixel_part, (corner_values, sh), (t, zero_sh))[1])(basis)
+        local = local.view(3, features, batch, count, 3)  # corner, corner value, sample, pixel, colour
         # C, chunk by chunk of coordinates, contracted with L at once
-        tangents = _coordinate_tangents(primals)
-        texture, geometric = [], []
-        chunk_size = chunk_size or 16
-        for start in range(0, tangents[0].shape[0], chunk_size):
-            corner_columns, geometric_columns = torch.func.vmap(
-                lambda *t: torch.func.jvp(vertex_part, primals, t)[1])(
-                *(part[start:start + chunk_size] for part in tangents))
-            texture.append(torch.einsum("ckbpq,tbpck->tbpq", local, corner_columns).flatten(2))
-            geometric.append(geometric_columns)
-        return torch.cat([torch.cat(texture), torch.cat(geometric)], 2).permute(1, 2, 0)
+        columns = {}
+        if primals:
+            tangents = _coordinate_tangents(primals)
+            texture, geometric = [], []
+            chunk_size = chunk_size or 16
+            for start in range(0, tangents[0].shape[0], chunk_size):
+                corner_columns, geometric_columns = torch.func.vmap(
+                    lambda *t: torch.func.jvp(vertex_part, primals, t)[1])(
+                    *(part[start:start + chunk_size] for part in tangents))
+                texture.append(torch.einsum("ckbpq,tbpck->tbpq", local, corner_columns).flatten(2))
+                geometric.append(geometric_columns)
+            vertex_columns = torch.cat([torch.cat(texture), torch.cat(geometric)], 2)  # (K, B, N)
+            columns = dict(zip(vertex_names, vertex_columns.split([p.shape[1] for p in primals])))
+        if "lighting" in names:
+            zero_corners = torch.zeros_like(corner_values)
+            sh_texture = torch.func.vmap(lambda t: torch.func.jvp(pixel_part, (corner_values, sh), (zero_corners, t))[1])(
+                _coordinate_tangents((sh,))[0])
+            columns["lighting"] = torch.cat([sh_texture, sh_texture.new_zeros(
+                sh_texture.shape[:2] + (geometric_values.shape[1],))], 2)
+        return torch.cat([columns[name] for name in names]).permute(1, 2, 0)
 
 
 def _coordinate_tangents(primals: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:

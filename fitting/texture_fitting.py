@@ -117,6 +117,9 @@ class TextureFitConfig:
             forward-mode) and ``r_id > 0`` (a converged descent without an identity prior leaves the face); not
             with frames tied together (videos, photo sets).
         damping: the Levenberg-Marquardt ``λ`` each sample starts with (``optimizer="gauss_newton"``).
+        joint_appearance: with ``optimizer="gauss_newton"``, the step also moves the lighting and the albedo
+            coefficients (those of ``groups``; not a free albedo) with the geometry, so that it sees what the
+            appearance would absorb of a change of shape; their closed-form solves still start each round.
         jacobian: how the Levenberg-Marquardt step's Jacobian is computed: ``"chain"`` (default: through the
             triangle corners of the masked pixels, :meth:`~.gauss_newton.Stage2Residuals.jacobian`) or ``"direct"``
             (forward mode through the whole renderer, one pass per coordinate,
@@ -148,6 +151,7 @@ class TextureFitConfig:
     persistent_adam: bool = False
     optimizer: str = "adam"
     damping: float = 1e-2
+    joint_appearance: bool = False
     jacobian: str = "chain"
     jacobian_chunk: int = 0
 
@@ -493,6 +497,9 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
                              "their systems); use optimizer='adam' for videos and photo sets")
         geometry = tuple(name for group in config.groups if group not in CLOSED_FORM_GROUPS
                          for name in _group_variables(group))
+        if config.joint_appearance:
+            geometry += tuple(group for group in ("lighting", "albedo") if group in config.groups
+                              and not (group == "albedo" and model.tex_dims == 0))
         damping = torch.full((B,), config.damping, dtype=images.dtype, device=images.device)
     for round_index in range(config.rounds if ties is None else ties.rounds(config.rounds)):
         for group in config.groups:

@@ -87,21 +87,34 @@ def test_forward_jacobian_matches_backward_products(model64, scene):
                                    jacobian, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("norm", ["l2", "l21"])
-def test_chain_jacobian_matches_forward_jacobian(model64, scene, norm):
-    """Through the masked pixels' triangle corners (18 local derivatives per pixel, the corners' derivatives
-    over the vertices): the same Jacobian as forward mode through the whole renderer, for every coordinate."""
+@pytest.mark.parametrize("norm, names", [("l2", GEOMETRY), ("l21", GEOMETRY),
+                                         ("l21", ("lighting",) + GEOMETRY + ("albedo",)), ("l2", ("lighting",))])
+def test_chain_jacobian_matches_forward_jacobian(model64, scene, norm, names):
+    """Through the masked pixels' triangle corners (18 local derivatives per pixel, 27 with the albedo; the
+    corners' derivatives over the vertices; the lighting's columns on the pixels): the same Jacobian as forward
+    mode through the whole renderer, for every coordinate, in the order of ``names``."""
     _, images, landmarks, start = scene
     energy_fn = _Stage2Energy(model64, images, landmarks, _config(norm=norm))
     residuals = Stage2Residuals(energy_fn, start)
     variables = {k: v.detach() for k, v in _scaled_variables(model64, start).items()}
     to_params = lambda v: _to_params(model64, v, start.focal, start.principal_point)  # noqa: E731
-    direct = forward_jacobian(lambda v: residuals(to_params(v)), variables, GEOMETRY)
+    direct = forward_jacobian(lambda v: residuals(to_params(v)), variables, names)
     for chunk_size in (None, 7):
-        chain = residuals.jacobian(to_params, variables, GEOMETRY, chunk_size)
-        assert chain.shape == direct.shape == (2, residuals.residuals.shape[1], 3 + 3 + model64.id_dims + model64.exp_dims)
+        chain = residuals.jacobian(to_params, variables, names, chunk_size)
+        assert chain.shape == direct.shape == (2, residuals.residuals.shape[1],
+                                               sum(variables[name].shape[1] for name in names))
         torch.testing.assert_close(chain, direct, rtol=1e-9, atol=1e-11)
-    assert direct[:, :residuals.index.shape[1] * 3].abs().amax() > 1e-2  # the pixels' part is not empty
+    for name, block in zip(names, direct.split([variables[name].shape[1] for name in names], 2)):
+        assert block[:, :residuals.index.shape[1] * 3].abs().amax() > 1e-2, name  # the pixels' part is not empty
+
+
+def test_residuals_square_to_the_energy(model64, scene):
+    """With the l2 norm the residuals' squared norm is the whole stage-2 energy, the albedo prior included."""
+    _, images, landmarks, start = scene
+    energy_fn = _Stage2Energy(model64, images, landmarks, _config(norm="l2", r_beta=0.1))
+    residuals = Stage2Residuals(energy_fn, start)
+    torch.testing.assert_close(residuals.residuals.pow(2).sum(1), residuals.energy, rtol=1e-9, atol=0)
+    assert float(start.beta.abs().amax()) > 0  # the albedo prior is not 0 here
 
 
 def test_step_lowers_each_energy_and_keeps_samples_independent(model64, scene):
