@@ -21,14 +21,16 @@ the seeds:
 * ``noisy_gain``: texture − landmarks AUC, built-in model, detector-like landmarks (target ≥ 0.05);
 * both again (``..., gauss-newton``) for stage 2 by Levenberg-Marquardt on the image term;
 * ``surrey_texture_gain`` (≥ 0) and ``surrey_landmark_gain`` (landmarks − mean shape, ≥ 0.05);
-* ``l1_minus_l2``, ``l21_minus_l2`` (≥ 0: the method's Fig. 3a), built-in model, ``.pts`` landmarks.
+* ``l1_minus_l2``, ``l21_minus_l2`` (≥ 0: the method's Fig. 3a), built-in model, ``.pts`` landmarks; again for
+  Levenberg-Marquardt (``..., gauss-newton``) when ``--gauss-newton-norms`` runs it with l2 and another norm.
 
 Landmark regimes: ``pts`` (2 px Gaussian noise per point, the synth default: about 3.7 % of the inter-ocular distance
 at 224 px) and ``noisy`` (a detector's error: 3 px per point, a 1.5 px shift and a 2 % scale per face, 2 px slides
 along the jaw: about 6.5 %); the measured figure is reported. docs/accuracy.md holds the figures. Methods: mean shape, landmarks (stage 1), texture with the uv term for each
 ``--norms`` (stage 2 with the method's defaults), the image-space term (l2,1, ``--image-term-size``), the same
-term fitted by Levenberg-Marquardt (``gauss-newton image l21``: ``texture.optimizer=gauss_newton``,
-``texture.r_id=0.001``, ``--gauss-newton-rounds`` rounds, default 4; about 4 s per image on 2 CPU cores), each
+term fitted by Levenberg-Marquardt (``gauss-newton image l21``, and ``gauss-newton image NORM`` for each other of
+``--gauss-newton-norms``: ``texture.optimizer=gauss_newton``, ``texture.r_id=0.001``, ``--gauss-newton-rounds``
+rounds, default 4; about 1.7 s per image on 2 CPU cores), each
 ``--variant NAME=KEY=VALUE[,KEY=VALUE]`` (stage 2 with those ``--set`` settings), and the upper bound.
 Everything is kept in ``--out`` and a re-run resumes (fits and baselines already there are not redone).
 
@@ -73,7 +75,7 @@ def diffface(*args: str) -> str:
 
 
 def methods_to_run(norms: list[str], image_term_size: int | None, variants: dict[str, list[str]],
-                   gauss_newton_rounds: int = 0) -> dict:
+                   gauss_newton_rounds: int = 0, gauss_newton_norms: tuple[str, ...] = ("l21",)) -> dict:
     """Fit jobs by method name: ``(stages, --set settings)``."""
     methods = {"landmarks": ("landmarks", [])}
     for norm in norms:
@@ -81,13 +83,18 @@ def methods_to_run(norms: list[str], image_term_size: int | None, variants: dict
     if image_term_size is not None:
         image_term = ["texture.term=image", "texture.norm=l21", f"texture.image_term_size={image_term_size}"]
         methods["texture image l21"] = ("landmarks,texture", image_term)
-        if gauss_newton_rounds:
-            methods[GAUSS_NEWTON] = ("landmarks,texture", image_term + [
-                "texture.optimizer=gauss_newton", f"texture.r_id={GAUSS_NEWTON_R_ID}",
-                f"texture.rounds={gauss_newton_rounds}"])
+        for norm in gauss_newton_norms if gauss_newton_rounds else ():
+            methods[gauss_newton_method(norm)] = ("landmarks,texture", image_term[:1] + [
+                f"texture.norm={norm}", *image_term[2:], "texture.optimizer=gauss_newton",
+                f"texture.r_id={GAUSS_NEWTON_R_ID}", f"texture.rounds={gauss_newton_rounds}"])
     for name, settings in variants.items():
         methods[name] = ("landmarks,texture", settings)
     return methods
+
+
+def gauss_newton_method(norm: str) -> str:
+    """The row of stage 2 by Levenberg-Marquardt with the image term's ``norm`` (l21: :data:`GAUSS_NEWTON`)."""
+    return f"gauss-newton image {norm}"
 
 
 def folder_name(method: str) -> str:
@@ -185,12 +192,13 @@ def targets(tables: dict, seeds_by_table: dict) -> dict:
             f"noisy_gain_similarity{suffix} (info)": per_seed("builtin/noisy",
                                                               lambda r: s(r, method) - s(r, "landmarks")),
         })
-    result.update({
-        "l1_minus_l2 (>= 0)": per_seed("builtin/pts", lambda r: a(r, "texture l1") - a(r, "texture l2"))
-        if "texture l1" in tables.get("builtin/pts", {}) and "texture l2" in tables.get("builtin/pts", {}) else None,
-        "l21_minus_l2 (>= 0)": per_seed("builtin/pts", lambda r: a(r, "texture l21") - a(r, "texture l2"))
-        if "texture l2" in tables.get("builtin/pts", {}) else None,
-    })
+    # the method's Fig. 3a, for the default stage 2 and for Levenberg-Marquardt where it was run with each norm
+    rows = tables.get("builtin/pts", {})
+    for row, suffix in ((lambda norm: f"texture {norm}", ""), (gauss_newton_method, ", gauss-newton")):
+        for norm in ("l1", "l21"):
+            if row(norm) in rows and row("l2") in rows:
+                result[f"{norm}_minus_l2{suffix} (>= 0)"] = per_seed(
+                    "builtin/pts", lambda r, n=norm: a(r, row(n)) - a(r, row("l2")))
     surrey = [key for key in seeds_by_table if not key.startswith("builtin/")]
     for key in surrey:
         result[f"{key} texture_gain (>= 0)"] = per_seed(key, lambda r: a(r, "texture l21") - a(r, "landmarks"))
@@ -200,20 +208,21 @@ def targets(tables: dict, seeds_by_table: dict) -> dict:
 
 def run(out: Path, models: list[str], regimes: list[str], seeds: list[int], num_faces: int, image_size: int,
         norms: list[str], image_term_size: int | None, variants: dict[str, list[str]],
-        gauss_newton_rounds: int = 0) -> dict:
+        gauss_newton_rounds: int = 0, gauss_newton_norms: tuple[str, ...] = ("l21",)) -> dict:
     cases, tables = {}, {}
     for model in models:
         label = "builtin" if model == "builtin" else Path(model).stem
         # the image term with a free albedo (a model without an albedo model) is not measured: its albedo solve
         # takes minutes per image (README, noticed and left)
         has_albedo = json.loads(diffface("model-info", model, "--json"))["tex_dims"] > 0
-        methods = methods_to_run(norms, image_term_size if has_albedo else None, variants, gauss_newton_rounds)
+        methods = methods_to_run(norms, image_term_size if has_albedo else None, variants, gauss_newton_rounds,
+                                 gauss_newton_norms)
         for regime in regimes:
             key = f"{label}/{regime}"
             cases[key] = [run_case(out / label / regime / f"seed{seed}", model, regime, seed, num_faces, image_size,
                                    methods) for seed in seeds]
             tables[key] = mean_over_seeds(cases[key])
-    methods = methods_to_run(norms, image_term_size, variants, gauss_newton_rounds)
+    methods = methods_to_run(norms, image_term_size, variants, gauss_newton_rounds, gauss_newton_norms)
     return {"faces": num_faces, "image_size": image_size, "seeds": seeds,
             "settings": {name: settings for name, (_, settings) in methods.items()},
             "landmark_error_interocular": {k: round(float(np.mean([c["landmark_error_interocular"] for c in v])), 4)
@@ -259,6 +268,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="rounds of the Levenberg-Marquardt row (the image term with "
                              f"texture.optimizer=gauss_newton and texture.r_id={GAUSS_NEWTON_R_ID}; models with an "
                              "albedo model); 0: no such row")
+    parser.add_argument("--gauss-newton-norms", nargs="+", default=["l21"], choices=["l1", "l2", "l21"],
+                        help="the image term's norms with which Levenberg-Marquardt is run (default l21; all three "
+                             "give the Fig. 3a ordering for it)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.out is None:
@@ -280,7 +292,7 @@ def measure(args: argparse.Namespace) -> None:
             models.append(str(converted))
     image_term = None if args.image_term_size < 0 else args.image_term_size
     emit(run(args.out, models, args.landmarks, args.seeds, args.n, args.image_size, args.norms, image_term,
-             parse_variants(args.variant), args.gauss_newton_rounds), args, print_table)
+             parse_variants(args.variant), args.gauss_newton_rounds, tuple(args.gauss_newton_norms)), args, print_table)
 
 
 if __name__ == "__main__":
