@@ -96,7 +96,8 @@ class Stage2Residuals:
         where the albedo moves), by forward mode on a mesh of private triangles (one per masked pixel, its own copy
         of the three corners: one pass of the renderer per corner value, not one per coordinate), and ``C``, the
         corners' derivatives with respect to the coordinates, by forward mode over the vertices alone (no pixels;
-        with the landmark and prior residuals), ``chunk_size`` coordinates at a time (default 16). The lighting
+        with the landmark and prior residuals; the albedo's through the albedo alone, no shape), ``chunk_size``
+        coordinates at a time (default 16). The lighting
         (``"lighting"`` in ``names``) acts on the pixels directly: its 27 columns by forward mode on the private
         triangles. The same Jacobian as :func:`forward_jacobian` of :meth:`__call__` (to rounding).
 
@@ -105,34 +106,38 @@ class Stage2Residuals:
         """
         energy_fn = self.energy_fn
         term = energy_fn.image_term
-        vertex_names = tuple(name for name in names if name != "lighting")
-        primals = tuple(variables[name].detach() for name in vertex_names)
-        sh = variables["lighting"].detach() if "lighting" in names else to_params(variables).sh
+        shape_names = tuple(name for name in names if name not in ("lighting", "albedo"))
+        sh = to_params(variables).sh.detach()
         batch, dtype, device = sh.shape[0], sh.dtype, sh.device
         count = self.index.shape[1]
         corners = term.faces[self.pix_to_face.flatten(1).gather(1, self.index).clamp_min(0)]  # (B, P, 3)
-        moving_albedo = "albedo" in names
-        features = 9 if moving_albedo else 6  # per corner: u, v, z, normal (, albedo)
 
         def at_corners(values):  # (B, V, C) -> (B, P, 3, C)
             flat = corners.reshape(batch, 3 * count, 1).expand(-1, -1, values.shape[-1])
             return values.gather(1, flat).view(batch, count, 3, -1)
 
-        def vertex_part(*values):
-            moved = to_params(dict(variables, **dict(zip(vertex_names, values))))
-            screen, normals, points = term.project(*energy_fn.shape_and_normals(moved), moved)
-            corner_values = [screen, normals] + ([energy_fn.active.albedo(moved.beta)] if moving_albedo else [])
-            return at_corners(torch.cat(corner_values, -1)), self._geometric(points, moved)
+        def moved(part_names, values):
+            return to_params(dict(variables, **dict(zip(part_names, values))))
+
+        def shape_part(*values):  # the corners' screen positions and normals, the landmark and prior residuals
+            params = moved(shape_names, values)
+            screen, normals, points = term.project(*energy_fn.shape_and_normals(params), params)
+            return at_corners(torch.cat([screen, normals], -1)), self._geometric(points, params)
+
+        with torch.no_grad():
+            params = to_params(variables)
+            screen, normals, points = term.project(*energy_fn.shape_and_normals(params), params)
+            corner_values = torch.cat([at_corners(torch.cat([screen, normals], -1)), at_corners(self.albedo)], -1)
+
+        def albedo_part(value):  # the corners' albedo, the prior residuals (the albedo's own among them)
+            params = moved(("albedo",), (value,))
+            return at_corners(energy_fn.active.albedo(params.beta)), self._geometric(points, params)
 
         # L: pixel j of each sample is private triangle j (-1 where the mask's padding is)
         private_faces = torch.arange(3 * count, device=device).view(count, 3)
         slots = torch.arange(count, device=device).expand(batch, count)
         private_map = torch.full((batch, term.size ** 2), -1, dtype=torch.long, device=device).scatter(
             1, self.index, torch.where(self.valid, slots, torch.full_like(slots, -1))).view(self.pix_to_face.shape)
-        with torch.no_grad():
-            corner_values, geometric_values = vertex_part(*primals)
-            if not moving_albedo:
-                corner_values = torch.cat([corner_values, at_corners(self.albedo)], -1)
 
         def pixel_part(corner_values, sh):
             flat = corner_values.reshape(batch, 3 * count, 9)
@@ -140,31 +145,35 @@ class Stage2Residuals:
                                       flat[..., 6:].contiguous(), sh, faces=private_faces, pix_to_face=private_map)
             return self._texture(term.target.to(dtype), rendered)
 
+        features = 9 if "albedo" in names else 6  # per corner: u, v, z, normal (, albedo)
         basis = torch.eye(3 * features, dtype=dtype, device=device).view(3 * features, 1, 1, 3, features)
         basis = torch.nn.functional.pad(basis, (0, 9 - features)).expand(-1, batch, count, 3, 9)
-        zero_sh = torch.zeros_like(sh)
-        local = torch.func.vmap(lambda t: torch.func.jvp(pixel_part, (corner_values, sh), (t, zero_sh))[1])(basis)
+        local = torch.func.vmap(lambda t: torch.func.jvp(pixel_part, (corner_values, sh),
+                                                         (t, torch.zeros_like(sh)))[1])(basis)
         local = local.view(3, features, batch, count, 3)  # corner, corner value, sample, pixel, colour
-        # C, chunk by chunk of coordinates, contracted with L at once
-        columns = {}
-        if primals:
+
+        def chained(part, part_names, local_part):
+            """C by forward mode over ``part``, chunk by chunk of coordinates, contracted with L at once.
+            -> {name: (K_name, B, N)}."""
+            primals = tuple(variables[name].detach() for name in part_names)
             tangents = _coordinate_tangents(primals)
             texture, geometric = [], []
-            chunk_size = chunk_size or 16
-            for start in range(0, tangents[0].shape[0], chunk_size):
-                corner_columns, geometric_columns = torch.func.vmap(
-                    lambda *t: torch.func.jvp(vertex_part, primals, t)[1])(
-                    *(part[start:start + chunk_size] for part in tangents))
-                texture.append(torch.einsum("ckbpq,tbpck->tbpq", local, corner_columns).flatten(2))
+            for start in range(0, tangents[0].shape[0], chunk_size or 16):
+                corner_columns, geometric_columns = torch.func.vmap(lambda *t: torch.func.jvp(part, primals, t)[1])(
+                    *(tangent[start:start + (chunk_size or 16)] for tangent in tangents))
+                texture.append(torch.einsum("ckbpq,tbpck->tbpq", local_part, corner_columns).flatten(2))
                 geometric.append(geometric_columns)
-            vertex_columns = torch.cat([torch.cat(texture), torch.cat(geometric)], 2)  # (K, B, N)
-            columns = dict(zip(vertex_names, vertex_columns.split([p.shape[1] for p in primals])))
-        if "lighting" in names:
-            zero_corners = torch.zeros_like(corner_values)
-            sh_texture = torch.func.vmap(lambda t: torch.func.jvp(pixel_part, (corner_values, sh), (zero_corners, t))[1])(
-                _coordinate_tangents((sh,))[0])
+            columns = torch.cat([torch.cat(texture), torch.cat(geometric)], 2)
+            return dict(zip(part_names, columns.split([value.shape[1] for value in primals])))
+
+        columns = chained(shape_part, shape_names, local[:, :6]) if shape_names else {}
+        if "albedo" in names:  # the albedo is linear: no shape or normals in its forward-mode passes
+            columns.update(chained(albedo_part, ("albedo",), local[:, 6:]))
+        if "lighting" in names:  # acts on the pixels directly
+            sh_texture = torch.func.vmap(lambda t: torch.func.jvp(
+                pixel_part, (corner_values, sh), (torch.zeros_like(corner_values), t))[1])(_coordinate_tangents((sh,))[0])
             columns["lighting"] = torch.cat([sh_texture, sh_texture.new_zeros(
-                sh_texture.shape[:2] + (geometric_values.shape[1],))], 2)
+                sh_texture.shape[:2] + (self.residuals.shape[1] - sh_texture.shape[2],))], 2)
         return torch.cat([columns[name] for name in names]).permute(1, 2, 0)
 
 
