@@ -81,12 +81,14 @@ def methods_to_run(norms: list[str], image_term_size: int | None, variants: dict
     for norm in norms:
         methods[f"texture {norm}"] = ("landmarks,texture", [f"texture.norm={norm}"])
     if image_term_size is not None:
-        image_term = ["texture.term=image", "texture.norm=l21", f"texture.image_term_size={image_term_size}"]
-        methods["texture image l21"] = ("landmarks,texture", image_term)
+        def image_term(norm: str) -> list[str]:
+            return ["texture.term=image", f"texture.norm={norm}", f"texture.image_term_size={image_term_size}"]
+
+        methods["texture image l21"] = ("landmarks,texture", image_term("l21"))
         for norm in gauss_newton_norms if gauss_newton_rounds else ():
-            methods[gauss_newton_method(norm)] = ("landmarks,texture", image_term[:1] + [
-                f"texture.norm={norm}", *image_term[2:], "texture.optimizer=gauss_newton",
-                f"texture.r_id={GAUSS_NEWTON_R_ID}", f"texture.rounds={gauss_newton_rounds}"])
+            methods[gauss_newton_method(norm)] = ("landmarks,texture", image_term(norm) + [
+                "texture.optimizer=gauss_newton", f"texture.r_id={GAUSS_NEWTON_R_ID}",
+                f"texture.rounds={gauss_newton_rounds}"])
     for name, settings in variants.items():
         methods[name] = ("landmarks,texture", settings)
     return methods

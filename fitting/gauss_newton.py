@@ -152,15 +152,17 @@ class Stage2Residuals:
                                                          (t, torch.zeros_like(sh)))[1])(basis)
         local = local.view(3, features, batch, count, 3)  # corner, corner value, sample, pixel, colour
 
+        step = chunk_size or 16
+
         def chained(part, part_names, local_part):
             """C by forward mode over ``part``, chunk by chunk of coordinates, contracted with L at once.
             -> {name: (K_name, B, N)}."""
             primals = tuple(variables[name].detach() for name in part_names)
             tangents = _coordinate_tangents(primals)
             texture, geometric = [], []
-            for start in range(0, tangents[0].shape[0], chunk_size or 16):
+            for start in range(0, tangents[0].shape[0], step):
                 corner_columns, geometric_columns = torch.func.vmap(lambda *t: torch.func.jvp(part, primals, t)[1])(
-                    *(tangent[start:start + (chunk_size or 16)] for tangent in tangents))
+                    *(tangent[start:start + step] for tangent in tangents))
                 texture.append(torch.einsum("ckbpq,tbpck->tbpq", local_part, corner_columns).flatten(2))
                 geometric.append(geometric_columns)
             columns = torch.cat([torch.cat(texture), torch.cat(geometric)], 2)
