@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .checks import check_shape
+from .linear_algebra import solve_spd
 
 SH_BANDS = 9
 _C0 = 0.5 / math.sqrt(math.pi)
@@ -156,7 +157,7 @@ def solve_sh_lighting(design: torch.Tensor, colors: torch.Tensor, weights: torch
     normal_matrix = torch.einsum("bnck,bncl->bckl", weighted, design)
     normal_matrix = normal_matrix + ridge * torch.eye(SH_BANDS, dtype=design.dtype, device=design.device)
     rhs = torch.einsum("bnck,bnc->bck", weighted, colors)
-    return torch.linalg.solve(normal_matrix, rhs[..., None])[..., 0].reshape(design.shape[0], 3 * SH_BANDS)
+    return solve_spd(normal_matrix, rhs[..., None])[0][..., 0].reshape(design.shape[0], 3 * SH_BANDS)
 
 
 def default_lighting(batch: int, dtype: torch.dtype = torch.float32,

@@ -120,4 +120,4 @@ def low_pass_filter(operator: DifferenceOperator, strength: float) -> torch.Tens
     B = operator.num_frames
     eye = torch.eye(B, dtype=torch.float64, device=operator.rows.device)
     gram = operator.apply_transpose(operator.apply(eye))
-    return torch.linalg.inv(eye + strength * gram)
+    return torch.cholesky_inverse(torch.linalg.cholesky(eye + strength * gram))

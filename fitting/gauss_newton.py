@@ -25,6 +25,8 @@ from typing import Callable
 
 import torch
 
+from diffface.linear_algebra import solve_spd
+
 from .image_term import _gather_pixels, masked_pixels
 from .least_squares import irls_weights
 
@@ -246,8 +248,8 @@ def levenberg_marquardt_step(energy_fn, variables: dict[str, torch.Tensor], name
     kept = torch.zeros_like(damping, dtype=torch.bool)
     for _ in range(max_tries):
         system = normal + damping[:, None, None] * (torch.diag_embed(normal.diagonal(dim1=1, dim2=2)) + 1e-6 * eye)
-        step, info = torch.linalg.solve_ex(system, -gradient[..., None])
-        step = torch.nan_to_num(step[..., 0]) * ((info == 0) & ~kept)[:, None]
+        step, ok = solve_spd(system, -gradient[..., None])
+        step = torch.nan_to_num(step[..., 0]) * (ok & ~kept)[:, None]
         trial = dict(variables, **{name: start[name] + part
                                    for name, part in zip(names, step.split(sizes, dim=1))})
         with torch.no_grad():

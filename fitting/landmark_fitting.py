@@ -20,6 +20,7 @@ import torch
 
 from diffface.camera import euler_to_rotation, euler_to_rotation_jacobian, model_to_camera_flip
 from diffface.checks import check_finite, check_shape
+from diffface.linear_algebra import solve_spd
 from diffface.landmark_marching import CHIN_LANDMARK, image_axis_of_model_x
 from diffface.morphable_model import MorphableModel
 from diffface.params import FaceParameters
@@ -373,11 +374,11 @@ class _Stage1Problem:
         for _ in range(MAX_DAMPING_TRIES):
             pick = (lambda t: t) if chosen is None else (lambda t: t[chosen])  # noqa: E731
             system = pick(jtj) + torch.diag_embed(pick(damping)[:, None] * pick(diag) + 1e-9)
-            step, info = torch.linalg.solve_ex(system, -pick(jtr)[..., None])
+            step, ok = solve_spd(system, -pick(jtr)[..., None])
             trial = pick(variable) + step[..., 0]
             trial_energy = self._trial_energy(group, lin, step, trial, fixed_prior, pick)
             before = pick(current)
-            better = torch.isfinite(trial_energy) & (trial_energy < before) & (info == 0)
+            better = torch.isfinite(trial_energy) & (trial_energy < before) & ok
             accepted = torch.where(better[:, None], trial, pick(variable))
             new_energy = torch.where(better, trial_energy, before)
             new_damping = torch.where(better, pick(damping) * 0.3, pick(damping) * 10).clamp(1e-7, 1e7)

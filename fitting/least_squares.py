@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from diffface.linear_algebra import solve_spd
+
 from .frame_groups import FrameGroups
 
 NORMS = ("l1", "l2", "l21")
@@ -42,7 +44,7 @@ def normal_equations(design: torch.Tensor, target: torch.Tensor,
 def solve_normal_equations(normal: torch.Tensor, rhs: torch.Tensor, ridge: torch.Tensor,
                            groups: FrameGroups | None = None) -> torch.Tensor:
     """``(N + diag(ridge))⁻¹ r`` per sample, or per subject of ``groups`` (its samples' equations summed, the ridge
-    once).
+    once), by Cholesky (:func:`~diffface.linear_algebra.solve_spd`: NaN where the system is not positive-definite).
 
     Shape:
         normal: (B, P, P); rhs: (B, P); ridge: (P,) or (B, P) (per subject with groups) -> (B, P) or (S, P).
@@ -50,7 +52,7 @@ def solve_normal_equations(normal: torch.Tensor, rhs: torch.Tensor, ridge: torch
     if groups is not None:
         normal, rhs = groups.sum_per_subject(normal), groups.sum_per_subject(rhs)
     normal = normal + torch.diag_embed(ridge.expand(normal.shape[0], -1))
-    return torch.linalg.solve(normal, rhs[..., None])[..., 0]
+    return solve_spd(normal, rhs[..., None])[0][..., 0]
 
 
 def weighted_least_squares(design: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,

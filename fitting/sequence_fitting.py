@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from diffface.checks import check_shape
+from diffface.linear_algebra import solve_spd
 from diffface.morphable_model import MorphableModel
 from diffface.params import FaceParameters
 from diffface.threads import torch_threads
@@ -323,7 +324,7 @@ class _SequenceProblem:
         for _ in range(MAX_DAMPING_TRIES):
             system = jtj + torch.diag_embed(damping[owner, None] * diag + 1e-9)
             if group == "identity":
-                step = torch.linalg.solve_ex(system, -jtr[..., None])[0][..., 0]
+                step = solve_spd(system, -jtr[..., None])[0][..., 0]
                 frame_step, frame_trial = self.identity_frames(step), self.identity_frames(base + step)
             else:
                 step = solve_coupled(system, -jtr, self.operator, self.weights[group], groups, self.free,
