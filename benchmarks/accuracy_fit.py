@@ -30,7 +30,8 @@ along the jaw: about 6.5 %); the measured figure is reported. docs/accuracy.md h
 ``--norms`` (stage 2 with the method's defaults), the image-space term (l2,1, ``--image-term-size``), the same
 term fitted by Levenberg-Marquardt (``gauss-newton image l21``, and ``gauss-newton image NORM`` for each other of
 ``--gauss-newton-norms``: ``texture.optimizer=gauss_newton``, ``texture.r_id=0.001``, ``--gauss-newton-rounds``
-rounds, default 4; about 1.7 s per image on 2 CPU cores), each
+rounds, default 4; the lighting and albedo in the step, ``texture.joint_appearance``'s default; about 2 s per image
+on 2 CPU cores; the geometry alone: ``--variant "NAME=...,texture.joint_appearance=false"``), each
 ``--variant NAME=KEY=VALUE[,KEY=VALUE]`` (stage 2 with those ``--set`` settings), and the upper bound.
 Everything is kept in ``--out`` and a re-run resumes (fits and baselines already there are not redone).
 

@@ -117,11 +117,12 @@ class TextureFitConfig:
             forward-mode) and ``r_id > 0`` (a converged descent without an identity prior leaves the face); not
             with frames tied together (videos, photo sets).
         damping: the Levenberg-Marquardt ``λ`` each sample starts with (``optimizer="gauss_newton"``).
-        joint_appearance: with ``optimizer="gauss_newton"``, the step also moves the lighting and the albedo
-            coefficients (those of ``groups``; not a free albedo) with the geometry, so that it sees what the
-            appearance would absorb of a change of shape; their closed-form solves still start each round.
-            ``accuracy_fit.py`` (seeds 1-3 × 48, chosen on seeds 5 and 7): ``.pts`` AUC 0.847 against 0.842 with the
-            geometry alone, detector-like 0.840 against 0.832 (docs/accuracy.md), at about the same cost.
+        joint_appearance: with ``optimizer="gauss_newton"`` (default ``True``), the step also moves the lighting and
+            the albedo coefficients (those of ``groups``; not a free albedo) with the geometry, so that it sees what
+            the appearance would absorb of a change of shape; their closed-form solves still start each round.
+            ``False``: the geometry alone. ``accuracy_fit.py`` (seeds 1-3 × 48, chosen on seeds 5 and 7): ``.pts``
+            AUC 0.847 against 0.842 with the geometry alone, detector-like DETECTOR (docs/accuracy.md), at about the
+            same cost; with it the method's Fig. 3a ordering holds (l1 and l2,1 above l2 on every seed).
         jacobian: how the Levenberg-Marquardt step's Jacobian is computed: ``"chain"`` (default: through the
             triangle corners of the masked pixels, :meth:`~.gauss_newton.Stage2Residuals.jacobian`) or ``"direct"``
             (forward mode through the whole renderer, one pass per coordinate,
@@ -153,7 +154,7 @@ class TextureFitConfig:
     persistent_adam: bool = False
     optimizer: str = "adam"
     damping: float = 1e-2
-    joint_appearance: bool = False
+    joint_appearance: bool = True
     jacobian: str = "chain"
     jacobian_chunk: int = 0
 
