@@ -121,8 +121,9 @@ class TextureFitConfig:
             the albedo coefficients (those of ``groups``; not a free albedo) with the geometry, so that it sees what
             the appearance would absorb of a change of shape; their closed-form solves still start each round.
             ``False``: the geometry alone. ``accuracy_fit.py`` (seeds 1-3 × 48, chosen on seeds 5 and 7): ``.pts``
-            AUC 0.847 against 0.842 with the geometry alone, detector-like DETECTOR (docs/accuracy.md), at about the
-            same cost; with it the method's Fig. 3a ordering holds (l1 and l2,1 above l2 on every seed).
+            AUC 0.847 against 0.842 with the geometry alone, detector-like 0.840 against 0.832 (docs/accuracy.md),
+            at about the same cost; with it the method's Fig. 3a ordering holds (l1 and l2,1 above l2 on every
+            seed).
         jacobian: how the Levenberg-Marquardt step's Jacobian is computed: ``"chain"`` (default: through the
             triangle corners of the masked pixels, :meth:`~.gauss_newton.Stage2Residuals.jacobian`) or ``"direct"``
             (forward mode through the whole renderer, one pass per coordinate,
