@@ -130,6 +130,11 @@ class TextureFitConfig:
             :func:`~.gauss_newton.forward_jacobian`: the reference, about 3× slower). The same Jacobian to rounding.
         jacobian_chunk: coordinates per batched forward-mode pass (memory grows with it; 0: ``"chain"`` 16,
             ``"direct"`` about 64 sample-columns on a CPU, 4096 on a GPU). The Jacobian does not depend on it.
+        prior_anneal: the shape priors (``r_id``, ``r_exp``) are this many times stronger in the first round and
+            relax geometrically, round by round, to their values in the last (1: constant, the default). A
+            continuation: the strongly regularised energy of the first rounds is nearer convex, the last rounds'
+            weaker priors let the photo move the shape further. The energies of :attr:`TextureFitResult.history`
+            are then each at their own round's weights.
     """
 
     c_lands: float = 10.0
@@ -158,6 +163,7 @@ class TextureFitConfig:
     joint_appearance: bool = True
     jacobian: str = "chain"
     jacobian_chunk: int = 0
+    prior_anneal: float = 1.0
 
     def __post_init__(self):
         if min(self.c_lands, self.r_beta, self.r_exp, self.r_id) < 0:
@@ -178,6 +184,8 @@ class TextureFitConfig:
                              f"{self.free_albedo_modes}")
         if self.jacobian not in JACOBIANS:
             raise ValueError(f"jacobian must be one of {JACOBIANS}, got {self.jacobian!r}")
+        if not self.prior_anneal >= 1:
+            raise ValueError(f"prior_anneal must be >= 1 (1: constant priors), got {self.prior_anneal}")
         if self.jacobian_chunk < 0:
             raise ValueError(f"jacobian_chunk must be 0 (automatic) or positive, got {self.jacobian_chunk}")
         if self.optimizer not in OPTIMIZERS:
@@ -505,7 +513,9 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
             geometry += tuple(group for group in ("lighting", "albedo") if group in config.groups
                               and not (group == "albedo" and model.tex_dims == 0))
         damping = torch.full((B,), config.damping, dtype=images.dtype, device=images.device)
-    for round_index in range(config.rounds if ties is None else ties.rounds(config.rounds)):
+    rounds = config.rounds if ties is None else ties.rounds(config.rounds)
+    for round_index in range(rounds):
+        energy_fn.config = _round_weights(config, round_index, rounds)
         for group in config.groups:
             if group in CLOSED_FORM_GROUPS:
                 with torch.no_grad():
@@ -559,6 +569,14 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
     return TextureFitResult(params=params, energy=terms["energy"], texture=terms["texture"],
                             landmarks=terms["landmarks"], albedo_prior=terms["albedo_prior"],
                             exp_prior=terms["exp_prior"], diverged=diverged, history=history, albedo=albedo)
+
+
+def _round_weights(config: TextureFitConfig, round_index: int, rounds: int) -> TextureFitConfig:
+    """``config`` with the shape priors of round ``round_index`` of ``rounds`` (``prior_anneal``)."""
+    if config.prior_anneal == 1 or rounds < 2:
+        return config
+    scale = config.prior_anneal ** ((rounds - 1 - round_index) / (rounds - 1))
+    return replace(config, r_id=config.r_id * scale, r_exp=config.r_exp * scale)
 
 
 def _solve_appearance(group: str, energy_fn: "_Stage2Energy", variables: dict, params: FaceParameters,
