@@ -129,4 +129,9 @@ class FitJobConfig(YamlConfig):
 
 
 def fit_settings(config_dict: dict) -> dict:
-    return {k: config_dict.get(k) for k in FIT_SETTINGS}
+    """The settings a job's results depend on (a folder resumes only with the same): :data:`FIT_SETTINGS`, less
+    the stage-2 settings where the texture stage does not run (a landmarks-only folder resumes whatever they are)."""
+    settings = {k: config_dict.get(k) for k in FIT_SETTINGS}
+    if "texture" not in (config_dict.get("stages") or ()):
+        settings.pop("texture")
+    return settings

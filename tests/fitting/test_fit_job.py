@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from diffface.cli.main import main as cli_main
 from diffface.fitting import LandmarkFitConfig
 from diffface.fitting.job import (RESULT_FORMAT, FitJobConfig, list_fit_inputs, read_fit_result,
                                       read_fit_results, run_fit_job)
+from diffface.fitting.job.config import fit_settings
 from diffface.fitting.texture_fitting import TextureFitConfig
 from diffface.landmark_io import write_pts
 from diffface.mesh_io import read_obj
@@ -125,9 +127,13 @@ def test_resume_accepts_a_config_written_before_a_setting_existed(landmark_run, 
     del config["texture"]["optimizer"], config["texture"]["damping"]
     (copy / "config.yaml").write_text(yaml.safe_dump(config))
     assert run_fit_job(photos, copy, _config())["skipped"] == NUM_FACES + 2
-    with pytest.raises(ValueError, match="texture differ"):
-        run_fit_job(photos, copy, _config(texture=TextureFitConfig(damping=0.1)))
-    config["texture"]["retired_setting"] = 1
+    with pytest.raises(ValueError, match="landmarks differ"):
+        run_fit_job(photos, copy, _config(landmarks=replace(FAST, rounds=3)))
+    # stage-2 settings do not touch a landmarks-only folder's results (stage 2 added a setting: it still resumes)
+    assert run_fit_job(photos, copy, _config(texture=TextureFitConfig(damping=0.1)))["skipped"] == NUM_FACES + 2
+    with_texture = dict(_config().to_dict(), stages=["landmarks", "texture"])
+    assert fit_settings(with_texture)["texture"] == with_texture["texture"]
+    config["landmarks"]["retired_setting"] = 1
     (copy / "config.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(ValueError, match="other settings"):
         run_fit_job(photos, copy, _config())

@@ -180,3 +180,17 @@ def test_identity_prior_adds_its_weighted_sum_and_pulls_the_identity_in(model, s
     assert ((pulled / model.id_std).norm(dim=-1) < (free / model.id_std).norm(dim=-1)).all()
     with pytest.raises(ValueError, match="r_id"):
         TextureFitConfig(r_id=-1.0)
+
+
+def test_prior_anneal_relaxes_the_shape_priors_geometrically_to_their_values(model, scene):
+    truth, images, landmarks = scene
+    frozen = TextureFitConfig(groups=("pose",), rounds=3, steps_per_group=0, uv_size=32, r_id=0.25, r_exp=0.5)
+    constant = fit_texture(model, images, landmarks, truth, frozen)
+    annealed = fit_texture(model, images, landmarks, truth, replace(frozen, prior_anneal=100.0))
+    priors = (0.25 * (truth.alpha_id / model.id_std).pow(2).sum(-1)
+              + 0.5 * (truth.alpha_exp / model.exp_std).pow(2).sum(-1))
+    for history, scale in zip(annealed.history, (100.0, 10.0, 1.0)):  # 100^(2/2), 100^(1/2), 100^0
+        torch.testing.assert_close(history - constant.history[0], (scale - 1) * priors, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(annealed.energy, constant.energy)  # the result is reported at the final weights
+    with pytest.raises(ValueError, match="prior_anneal"):
+        TextureFitConfig(prior_anneal=0.5)
