@@ -1,6 +1,7 @@
 """Videos: per-frame fitting against shared identity (+ smoothing), stage 1 and 1 + 2, on synthetic sequences.
 
     python benchmarks/bench_video.py --json [--sequences 4] [--frames 60] [--cache DIR] [--out DIR]
+        [--regimes exact,noisy] [--set texture.optimizer=gauss_newton ...]
 
 For each landmark regime (``exact``: the projected true landmarks; ``noisy``: per-point noise plus a
 detector-like per-frame offset, scale and jaw slide, drawn anew every frame) the script
@@ -25,7 +26,9 @@ detector-like per-frame offset, scale and jaw slide, drawn anew every frame) the
 
 Prints a table with the issue's targets as ratios (shared AUC − per-frame AUC ≥ 0.05 with noisy landmarks, in
 stage 1 and in stage 1 + 2; smoothed jitter ≤ ½ per-frame jitter with ≤ 0.01 AUC lost; stage 1 with sharing +
-smoothing ≥ 25 frames/s at batch 32), or the report with ``--json``; writes ``OUT/report.json``.
+smoothing ≥ 25 frames/s at batch 32), or the report with ``--json``; writes ``OUT/report.json``. ``--set`` passes fit-job
+settings to the stage 1 + 2 fits (e.g. stage 2 by Levenberg-Marquardt: ``--set texture.optimizer=gauss_newton --set
+texture.term=image --set texture.image_term_size=112 --set texture.r_id=0.001 --set texture.rounds=4``).
 """
 
 from __future__ import annotations
@@ -100,6 +103,8 @@ def fit_method(method: str, images: Path, out: Path, args) -> dict:
     method = method.removesuffix("_texture")
     config = FitJobConfig(model="builtin", detector="pts", stages=("landmarks", "texture") if texture else ("landmarks",),
                           num_workers=0, tensorboard=False, progress=False, save_meshes="none")
+    if texture:
+        config = config.with_overrides(args.set)
     if method == "per_frame":
         subjects, _ = list_subjects(images, "folder")
         source = [item for subject in subjects for item in subject.items]
@@ -257,7 +262,7 @@ def timing(model, images: Path, batch: int, repeats: int = 3) -> dict:
     return out
 
 
-def stage2_timing(images: Path, out: Path, frames: int) -> dict:
+def stage2_timing(images: Path, out: Path, frames: int, settings: list[str]) -> dict:
     """Stage 1 + 2 through the fit job (grouped, smoothed) on the first ``frames`` frames of one moving sequence."""
     import shutil
 
@@ -273,7 +278,8 @@ def stage2_timing(images: Path, out: Path, frames: int) -> dict:
     if (out / "stage2_fit").exists():
         shutil.rmtree(out / "stage2_fit")
     config = FitJobConfig(model="builtin", detector="pts", stages=("landmarks", "texture"), num_workers=0,
-                          tensorboard=False, progress=False, group_by="folder", sequence=SequenceFitConfig(smooth=True))
+                          tensorboard=False, progress=False, group_by="folder", sequence=SequenceFitConfig(smooth=True)
+                          ).with_overrides(settings)
     started = time.perf_counter()
     with torch_threads(2):
         run_fit_job(folder.parent, out / "stage2_fit", config)
@@ -298,13 +304,21 @@ def main(argv=None) -> int:
                              "minutes per regime and method on 2 cores)")
     parser.add_argument("--stage2-frames", type=int, default=16,
                         help="frames of one sequence timed through stage 1 + 2 (grouped, smoothed); 0: skip")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a fit-job setting for the stage 1 + 2 fits and their timing, as `diffface fit --set` "
+                             "(e.g. texture.optimizer=gauss_newton); repeatable")
+    parser.add_argument("--regimes", type=lambda text: text.split(","), default=list(REGIMES),
+                        help=f"landmark regimes, comma-separated (default {','.join(REGIMES)}; the targets need noisy)")
     parser.add_argument("--cache", type=Path, default=Path("benchmark_cache/video"))
     parser.add_argument("--out", type=Path, default=Path("benchmark_out/video"))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if set(args.regimes) - set(REGIMES) or "noisy" not in args.regimes:
+        parser.error(f"--regimes: choose from {', '.join(REGIMES)}, noisy included (the targets are on it); "
+                     f"got {','.join(args.regimes)}")
     model = load_morphable_model("builtin")
     report = {"settings": vars(args) | {"cache": str(args.cache), "out": str(args.out)}, "regimes": {}}
-    for regime in REGIMES:
+    for regime in args.regimes:
         data = args.cache / f"{regime}_seed{args.seed}"
         synth = make_sequences(data, regime, args)
         manifest = json.loads((data / "manifest.json").read_text())
@@ -317,7 +331,10 @@ def main(argv=None) -> int:
         fits, runs = {}, {}
         for method in METHODS + (TEXTURE_METHODS if args.texture else ()):
             folder = args.out / regime / method
-            runs[method] = _cached(folder, {"data": str(data), "synth": synth, "method": method},
+            settings = {"data": str(data), "synth": synth, "method": method}
+            if method.endswith("_texture") and args.set:
+                settings["set"] = args.set
+            runs[method] = _cached(folder, settings,
                                    lambda m=method, f=folder: fit_method(m, data / "images", f, args))
             fits[method] = folder
         tables = {method: fitted_table(folder) for method, folder in fits.items()}
@@ -335,7 +352,7 @@ def main(argv=None) -> int:
     report["timing"] = timing(model, args.cache / f"noisy_seed{args.seed}" / "images", args.batch)
     if args.stage2_frames:
         report["timing"]["stage2"] = stage2_timing(args.cache / f"noisy_seed{args.seed}" / "images", args.out,
-                                                   args.stage2_frames)
+                                                   args.stage2_frames, args.set)
     report["targets"] = targets(report)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=1))

@@ -29,10 +29,14 @@ SMOOTHED_VARIABLES = ("pose", "translation", "expression")
 
 
 class FrameTies:
-    """Shared variables and the smoothness energy of a batch of frames grouped by subject."""
+    """Shared variables and the smoothness energy of a batch of frames grouped by subject.
+
+    ``filter_steps``: step the smoothed variables through the low-pass filter when ``sequence.stage2_step_filter``
+    > 0 (for Adam; the Levenberg-Marquardt step of :mod:`.gauss_newton_ties` solves the coupled system itself).
+    """
 
     def __init__(self, groups: FrameGroups, sequence: SequenceFitConfig, model: MorphableModel, c_lands: float,
-                 dtype: torch.dtype, device: torch.device):
+                 dtype: torch.dtype, device: torch.device, filter_steps: bool = True):
         self.groups, self.sequence = groups.to(device), sequence
         self.operator = (self.groups.difference(sequence.smooth_order) if sequence.smooth
                          else DifferenceOperator.empty(self.groups.num_frames, device=device))
@@ -44,7 +48,7 @@ class FrameTies:
                         "translation": weights["pose"][3:].to(device) * scale,
                         "expression": (weights["expression"] * std.pow(2)).to(device) * scale}
         self.filter = (low_pass_filter(self.operator, sequence.stage2_step_filter).to(dtype)
-                       if self.operator.num_rows and sequence.stage2_step_filter > 0 else None)
+                       if filter_steps and self.operator.num_rows and sequence.stage2_step_filter > 0 else None)
         self.base: dict[str, torch.Tensor] = {}
 
     def filtered(self, name: str) -> bool:

@@ -82,10 +82,12 @@ class Stage2Residuals:
         landmark_weight = (config.c_lands / energy_fn.count).sqrt()[:, None, None]
         landmarks = energy_fn.landmark_residuals(points, params.angles) * landmark_weight
         parts = [landmarks.flatten(1), params.alpha_exp / model.exp_std.clamp_min(1e-12) * config.r_exp ** 0.5]
+        # frames tied together: a shared identity's and albedo's prior counts once per subject, each frame its share
+        share = 1.0 if energy_fn.ties is None else energy_fn.ties.prior_share(points.dtype)[:, None].sqrt()
         if config.r_id:
-            parts.append(params.alpha_id / model.id_std.clamp_min(1e-12) * config.r_id ** 0.5)
+            parts.append(params.alpha_id / model.id_std.clamp_min(1e-12) * config.r_id ** 0.5 * share)
         if config.r_beta:
-            parts.append(params.beta / model.albedo_std.clamp_min(1e-12) * config.r_beta ** 0.5)
+            parts.append(params.beta / model.albedo_std.clamp_min(1e-12) * config.r_beta ** 0.5 * share)
         return torch.cat(parts, 1)
 
     def jacobian(self, to_params: Callable[[dict], object], variables: dict[str, torch.Tensor],

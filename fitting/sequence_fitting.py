@@ -40,6 +40,7 @@ from .frame_groups import DifferenceOperator, FrameGroups
 from .landmark_fitting import (MAX_DAMPING_TRIES, NUM_POINT_COORDS, LandmarkFitConfig, _camera_rotation,
                                _Linearisation, _Stage1Problem, fit_landmarks,
                                initial_parameters)
+from .subject_cg import subject_conjugate_gradients
 
 SEQUENCE_GROUPS = ("pose", "identity", "expression")
 
@@ -192,7 +193,7 @@ def solve_coupled(blocks: torch.Tensor, rhs: torch.Tensor, operator: DifferenceO
     Shape:
         blocks: (B, K, K) symmetric positive definite; rhs: (B, K); weight: (K,); free: (B,) bool -> (B, K).
     """
-    subject, mask = groups.subject, free.to(rhs.dtype)[:, None]
+    mask = free.to(rhs.dtype)[:, None]
     coupled = operator.num_rows > 0
     gram = operator.gram_diagonal(rhs.dtype) if coupled else torch.zeros_like(rhs[:, 0])
     weight = weight.to(rhs)
@@ -200,42 +201,16 @@ def solve_coupled(blocks: torch.Tensor, rhs: torch.Tensor, operator: DifferenceO
     factor, _ = torch.linalg.cholesky_ex(precond)
 
     def apply(x):
-        out = (blocks @ x[..., None])[..., 0]
+        out = (blocks @ x[0][..., None])[..., 0]
         if coupled:
-            out = out + weight * operator.apply_transpose(operator.apply(x))
-        return out * mask
+            out = out + weight * operator.apply_transpose(operator.apply(x[0]))
+        return (out * mask,)
 
     def precondition(r):
-        return torch.cholesky_solve(r[..., None], factor)[..., 0] * mask
+        return (torch.cholesky_solve(r[0][..., None], factor)[..., 0] * mask,)
 
-    def per_subject(a, b):
-        return groups.sum_per_subject((a * b).sum(-1))
-
-    def ratio(num, den):
-        return torch.where(den.abs() > 0, num / torch.where(den.abs() > 0, den, torch.ones_like(den)),
-                           torch.zeros_like(num))
-
-    x = torch.zeros_like(rhs)
-    r = rhs * mask
-    z = precondition(r)
-    p, rz = z, per_subject(r, z)
-    start = per_subject(r, r).sqrt()
-    # a subject stops at its own convergence: iterating it on while others converge would make its
-    # solution depend on the rest of the batch
-    done = torch.zeros_like(start, dtype=torch.bool)
-    for _ in range(iterations if coupled else 1):
-        ap = apply(p)
-        alpha = torch.where(done, torch.zeros_like(rz), ratio(rz, per_subject(p, ap)))
-        x = x + alpha[subject, None] * p
-        r = r - alpha[subject, None] * ap
-        done = done | (per_subject(r, r).sqrt() <= tolerance * start)
-        if not coupled or bool(done.all()):
-            break
-        z = precondition(r)
-        rz_new = per_subject(r, z)
-        p = z + ratio(rz_new, rz)[subject, None] * p
-        rz = rz_new
-    return x
+    return subject_conjugate_gradients(apply, precondition, (rhs * mask,), (groups.subject,), groups.num_subjects,
+                                       iterations if coupled else 1, tolerance)[0]
 
 
 class _SequenceProblem:

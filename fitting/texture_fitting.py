@@ -31,6 +31,7 @@ lighting is solved exactly before anything else moves (by the lighting group whe
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -48,6 +49,7 @@ from .active_vertices import ActiveVertices
 from .frame_groups import FrameGroups
 from .frame_ties import FrameTies
 from .gauss_newton import levenberg_marquardt_step
+from .gauss_newton_ties import tied_levenberg_marquardt_step
 from .free_albedo import FreeAlbedoModel, solve_free_albedo
 from .image_term import ImageTerm, solve_image_albedo, solve_image_lighting
 from .landmark_fitting import LandmarkFitConfig, fit_landmarks
@@ -491,7 +493,8 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
         start = replace(start, sh=torch.zeros(B, 27, dtype=images.dtype, device=images.device))
     ties = None
     if groups is not None:
-        ties = FrameTies(groups, sequence or SequenceFitConfig(), model, config.c_lands, images.dtype, images.device)
+        ties = FrameTies(groups, sequence or SequenceFitConfig(), model, config.c_lands, images.dtype, images.device,
+                         filter_steps=config.optimizer != "gauss_newton")
     variables = _scaled_variables(model, start)
     if ties is not None:
         variables = {k: ties.initial(k, v.detach()).clone().requires_grad_(True) for k, v in variables.items()}
@@ -508,15 +511,14 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
     optimizers = {}  # per group, kept across rounds with persistent_adam (else stays empty)
     gauss_newton = config.optimizer == "gauss_newton"
     if gauss_newton:  # one joint step per round on the variables of every group that is not closed-form
-        if ties is not None:
-            raise ValueError("optimizer='gauss_newton' does not fit frames tied together (a shared identity couples "
-                             "their systems); use optimizer='adam' for videos and photo sets")
         geometry = tuple(name for group in config.groups if group not in CLOSED_FORM_GROUPS
                          for name in _group_variables(group))
         if config.joint_appearance:
             geometry += tuple(group for group in ("lighting", "albedo") if group in config.groups
                               and not (group == "albedo" and model.tex_dims == 0))
-        damping = torch.full((B,), config.damping, dtype=images.dtype, device=images.device)
+        # per sample, or per subject when frames are tied (:mod:`.gauss_newton_ties`)
+        damping = torch.full((B if ties is None else ties.groups.num_subjects,), config.damping, dtype=images.dtype,
+                             device=images.device)
     rounds = config.rounds if ties is None else ties.rounds(config.rounds)
     for round_index in range(rounds):
         energy_fn.config = _round_weights(config, round_index, rounds)
@@ -554,9 +556,9 @@ def fit_texture(model: MorphableModel, images: torch.Tensor, landmarks_2d: torch
                 with torch.no_grad():
                     _reset_bad_samples(variables, last_good, finite, diverged, ties)
         if gauss_newton and geometry:
-            levenberg_marquardt_step(energy_fn, variables, geometry,
-                                     lambda v: _to_params(model, v, focal, principal_point), damping,
-                                     jacobian_chunk=config.jacobian_chunk or None, jacobian=config.jacobian)
+            step = levenberg_marquardt_step if ties is None else partial(tied_levenberg_marquardt_step, ties=ties)
+            step(energy_fn, variables, geometry, lambda v: _to_params(model, v, focal, principal_point), damping,
+                 jacobian_chunk=config.jacobian_chunk or None, jacobian=config.jacobian)
         with torch.no_grad():
             terms = energy_fn(as_params())
             _reset_bad_samples(variables, last_good, torch.isfinite(terms["energy"]), diverged, ties)

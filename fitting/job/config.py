@@ -102,9 +102,6 @@ class FitJobConfig(YamlConfig):
         if self.group_by == "none" and (self.sequence.smooth or self.save_overlays != "none"):
             raise ValueError("smoothing (--smooth, sequence.smooth) and overlay animations (--overlays) need grouped "
                              "frames: give --group-by folder, csv or video")
-        if self.group_by != "none" and "texture" in self.stages and self.texture.optimizer == "gauss_newton":
-            raise ValueError("texture.optimizer=gauss_newton does not fit frames tied together (a shared identity "
-                             "couples their systems); use texture.optimizer=adam with --group-by")
         if self.save_overlays not in OVERLAY_FORMATS:
             raise ValueError(f"save_overlays must be one of {OVERLAY_FORMATS}, got {self.save_overlays!r}")
         if self.save_meshes not in MESH_FORMATS:

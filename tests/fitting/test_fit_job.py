@@ -217,12 +217,12 @@ def test_config_yaml_round_trip_and_overrides(tmp_path):
     (tmp_path / "bad.yaml").write_text("landmarks: {rounds: 2, wrong: 1}\n")
     with pytest.raises(ValueError, match="bad.yaml.*landmarks.wrong"):
         FitJobConfig.from_yaml(tmp_path / "bad.yaml")
-    # settings that need each other, in any order; Levenberg-Marquardt does not fit tied frames
+    # settings that need each other, in any order
     gauss_newton = ["stages=landmarks,texture", "texture.optimizer=gauss_newton", "texture.r_id=0.001",
                     "texture.term=image"]
     assert FitJobConfig().with_overrides(gauss_newton).texture.optimizer == "gauss_newton"
-    with pytest.raises(ValueError, match="does not fit frames tied together"):
-        FitJobConfig().with_overrides(gauss_newton + ["group_by=folder"])
+    # frames tied together take one step per subject (fitting/gauss_newton_ties.py)
+    assert FitJobConfig().with_overrides(gauss_newton + ["group_by=folder"]).group_by == "folder"
 
 
 def _free_port() -> int:

@@ -7,7 +7,6 @@ import torch
 
 from diffface.alignment import procrustes
 from diffface.app.synth import SceneConfig, random_backgrounds, sample_scenes
-from diffface.fitting.frame_groups import FrameGroups
 from diffface.fitting.gauss_newton import Stage2Residuals, forward_jacobian, levenberg_marquardt_step
 from diffface.fitting.texture_fitting import TextureFitConfig, _Stage2Energy, _scaled_variables, _to_params, fit_texture
 from diffface.landmark_marching import project_landmarks
@@ -162,8 +161,7 @@ def test_fit_texture_gauss_newton_recovers_shape(model64, scene, joint_appearanc
     assert (_shape_error(model64, result.params, truth) < _shape_error(model64, start, truth)).all()
 
 
-def test_gauss_newton_settings_are_checked(model64, scene):
-    _, images, landmarks, start = scene
+def test_gauss_newton_settings_are_checked():
     with pytest.raises(ValueError, match="term='image'"):
         TextureFitConfig(optimizer="gauss_newton", r_id=1e-3)
     with pytest.raises(ValueError, match="r_id > 0"):
@@ -174,6 +172,3 @@ def test_gauss_newton_settings_are_checked(model64, scene):
         TextureFitConfig(jacobian_chunk=-1)
     with pytest.raises(ValueError, match="optimizer must be one of"):
         TextureFitConfig(optimizer="lbfgs")
-    with pytest.raises(ValueError, match="tied together"):
-        fit_texture(model64, images, landmarks, start, _config(optimizer="gauss_newton", rounds=1),
-                    groups=FrameGroups(torch.tensor([0, 0]), torch.tensor([False])))
