@@ -218,6 +218,29 @@ def forward_jacobian(function: Callable[[dict], torch.Tensor], variables: dict[s
     return torch.func.vmap(column, chunk_size=chunk_size)(*_coordinate_tangents(primals)).permute(1, 2, 0)
 
 
+def normal_equations(energy_fn, variables: dict[str, torch.Tensor], names: tuple[str, ...],
+                     to_params: Callable[[dict], object], jacobian_chunk: int | None = None,
+                     jacobian: str = "chain") -> tuple[Stage2Residuals, torch.Tensor, torch.Tensor]:
+    """The Gauss-Newton normal equations ``(JᵀJ, Jᵀρ)`` of :class:`Stage2Residuals` at ``variables``, per sample, for
+    the coordinates of ``names`` (``jacobian``, ``jacobian_chunk``: as :func:`levenberg_marquardt_step`'s).
+
+    Shape:
+        variables[name]: (B, K_name) -> the residuals, (B, K, K), (B, K) with K = Σ K_name.
+    """
+    residuals = Stage2Residuals(energy_fn, to_params(variables))
+    if jacobian == "chain":
+        full = residuals.jacobian(to_params, variables, names, jacobian_chunk)
+    else:
+        full = forward_jacobian(lambda v: residuals(to_params(v)), variables, names, jacobian_chunk)
+    return residuals, full.transpose(1, 2) @ full, (full.transpose(1, 2) @ residuals.residuals[..., None])[..., 0]
+
+
+def damping_matrix(normal: torch.Tensor) -> torch.Tensor:
+    """``diag(normal) + 10⁻⁶·I``: what Levenberg-Marquardt's damping ``λ`` multiplies. Shape: (N, K, K) -> (N, K, K)."""
+    eye = torch.eye(normal.shape[-1], dtype=normal.dtype, device=normal.device)
+    return torch.diag_embed(normal.diagonal(dim1=1, dim2=2)) + 1e-6 * eye
+
+
 def levenberg_marquardt_step(energy_fn, variables: dict[str, torch.Tensor], names: tuple[str, ...],
                              to_params: Callable[[dict], object], damping: torch.Tensor,
                              max_tries: int = 6, jacobian_chunk: int | None = None,
@@ -236,20 +259,12 @@ def levenberg_marquardt_step(energy_fn, variables: dict[str, torch.Tensor], name
         variables[name]: (B, K_name); damping: (B,).
     """
     variables = {k: v.detach() for k, v in variables.items()}
-    residuals = Stage2Residuals(energy_fn, to_params(variables))
-    rho = residuals.residuals
-    if jacobian == "chain":
-        jacobian = residuals.jacobian(to_params, variables, names, jacobian_chunk)
-    else:
-        jacobian = forward_jacobian(lambda v: residuals(to_params(v)), variables, names, jacobian_chunk)
-    normal = jacobian.transpose(1, 2) @ jacobian
-    gradient = (jacobian.transpose(1, 2) @ rho[..., None])[..., 0]
-    eye = torch.eye(normal.shape[-1], dtype=normal.dtype, device=normal.device)
+    residuals, normal, gradient = normal_equations(energy_fn, variables, names, to_params, jacobian_chunk, jacobian)
     start = {name: variables[name].clone() for name in names}
     sizes = [start[name].shape[1] for name in names]
     kept = torch.zeros_like(damping, dtype=torch.bool)
     for _ in range(max_tries):
-        system = normal + damping[:, None, None] * (torch.diag_embed(normal.diagonal(dim1=1, dim2=2)) + 1e-6 * eye)
+        system = normal + damping[:, None, None] * damping_matrix(normal)
         step, ok = solve_spd(system, -gradient[..., None])
         step = torch.nan_to_num(step[..., 0]) * (ok & ~kept)[:, None]
         trial = dict(variables, **{name: start[name] + part

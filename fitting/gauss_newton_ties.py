@@ -27,7 +27,7 @@ import torch
 
 from .frame_groups import DifferenceOperator, FrameGroups
 from .frame_ties import FrameTies
-from .gauss_newton import Stage2Residuals, forward_jacobian
+from .gauss_newton import damping_matrix, normal_equations
 from .subject_cg import subject_conjugate_gradients
 
 #: the smoothness weights (:attr:`FrameTies.weights`) of stage 2's per-frame variables
@@ -104,14 +104,8 @@ class TiedSystem:
         """The system at ``variables`` (tied: shared rows per subject), for the coordinates of ``names``."""
         groups = ties.groups
         frames = _frames(ties, variables)
-        residuals = Stage2Residuals(energy_fn, to_params(frames))
+        residuals, normal, gradient = normal_equations(energy_fn, frames, names, to_params, jacobian_chunk, jacobian)
         rho = residuals.residuals
-        if jacobian == "chain":
-            full = residuals.jacobian(to_params, frames, names, jacobian_chunk)
-        else:
-            full = forward_jacobian(lambda v: residuals(to_params(v)), frames, names, jacobian_chunk)
-        normal = full.transpose(1, 2) @ full
-        gradient = (full.transpose(1, 2) @ rho[..., None])[..., 0]
 
         own = tuple(name for name in names if not ties.shared(name))
         shared = tuple(name for name in names if ties.shared(name))
@@ -176,8 +170,8 @@ def tied_levenberg_marquardt_step(energy_fn, variables: dict[str, torch.Tensor],
     for _ in range(max_tries):
         frame_damping, shared_damping = damping.index_select(0, subject), damping
         step_frames, step_shared = solve_tied(
-            frame_blocks + frame_damping[:, None, None] * _damping_matrix(frame_blocks), cross,
-            shared_blocks + shared_damping[:, None, None] * _damping_matrix(shared_blocks),
+            frame_blocks + frame_damping[:, None, None] * damping_matrix(frame_blocks), cross,
+            shared_blocks + shared_damping[:, None, None] * damping_matrix(shared_blocks),
             -system.frame_gradient, -system.shared_gradient, groups, ties.operator, system.weight)
         moving = ~kept
         step_frames = torch.nan_to_num(step_frames) * moving.index_select(0, subject)[:, None]
@@ -198,8 +192,3 @@ def tied_levenberg_marquardt_step(energy_fn, variables: dict[str, torch.Tensor],
             break
     return kept
 
-
-def _damping_matrix(blocks: torch.Tensor) -> torch.Tensor:
-    """``diag(blocks) + 10⁻⁶·I``, Levenberg-Marquardt's scaling of the damping. Shape: (N, K, K) -> (N, K, K)."""
-    eye = torch.eye(blocks.shape[-1], dtype=blocks.dtype, device=blocks.device)
-    return torch.diag_embed(blocks.diagonal(dim1=1, dim2=2)) + 1e-6 * eye

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from diffface.alignment import procrustes
-from diffface.app.synth import SceneConfig, random_backgrounds, sample_scenes
+from diffface.app.synth import SceneConfig, sample_scenes
 from diffface.fitting.gauss_newton import Stage2Residuals, forward_jacobian, levenberg_marquardt_step
 from diffface.fitting.texture_fitting import TextureFitConfig, _Stage2Energy, _scaled_variables, _to_params, fit_texture
-from diffface.landmark_marching import project_landmarks
-from diffface.renderers import FaceRenderer
+
+from .conftest import photographed
 
 SIZE = 48
 GEOMETRY = ("pose", "translation", "identity", "expression")
@@ -22,14 +22,7 @@ def scene(model, model64):
     start: the mean identity, the pose 0.03 rad off, albedo and lighting solved."""
     truth = sample_scenes(model, 2, SceneConfig(seed=5, image_size=SIZE, focal_px=1000.0 * SIZE / 224))
     truth = replace(truth, **{k: v.double() for k, v in vars(truth).items() if torch.is_tensor(v)})
-    backgrounds = random_backgrounds(2, SIZE, seed=3).double()
-    with torch.no_grad():
-        images = FaceRenderer(model64, SIZE, per_pixel=True)(truth, backgrounds).images.permute(0, 3, 1, 2)
-    images = images.clamp(0, 1).contiguous()
-    landmarks, _ = project_landmarks(model64, truth)
-    start = replace(truth, alpha_id=torch.zeros_like(truth.alpha_id), angles=truth.angles + 0.03, beta=None, sh=None)
-    start = fit_texture(model64, images, landmarks, start,
-                        TextureFitConfig(term="image", groups=("lighting", "albedo"), rounds=2)).params
+    images, landmarks, start = photographed(model64, truth, SIZE)
     return truth, images, landmarks, start
 
 
