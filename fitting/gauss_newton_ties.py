@@ -16,6 +16,11 @@ block by a Schur complement): without smoothing the first iteration is the exact
 per subject where the subject's energy (the sum over its frames, the priors of the shared variables counted
 once, the smoothness rows) goes down; damping is per subject, so subjects in a batch never influence each
 other.
+
+A head k times larger at k times the distance makes the same photos, so its size is the prior's to decide; counted
+once per subject it no longer holds a converged fit over many frames. With ``sequence.stage2_keep_size`` (default)
+the shared identity's step is kept orthogonal to :func:`size_direction`: stage 2 leaves the size where stage 1
+put it.
 """
 
 from __future__ import annotations
@@ -74,6 +79,42 @@ def solve_tied(frame_blocks: torch.Tensor, cross: torch.Tensor, shared_blocks: t
     arange = torch.arange(groups.num_subjects, device=subject.device)
     return subject_conjugate_gradients(apply, precondition, (frame_rhs, shared_rhs), (subject, arange),
                                        groups.num_subjects, iterations if coupled else 1, tolerance)
+
+
+def size_direction(model) -> torch.Tensor:
+    """The unit direction of the identity coefficients (σ units) that scales the mean shape: ``α ↦
+    ⟨A_id·α, M̄⟩ / ‖M̄‖²``, ``M̄`` the mean shape about its centroid, is the relative change of the head's size to
+    first order; this is its gradient with respect to ``α/σ``, normalised. Shape: -> (K_id,)."""
+    mean = model.mean_shape.reshape(-1, 3)
+    centred = (mean - mean.mean(0)).reshape(-1)
+    direction = (model.id_basis.T @ centred) * model.id_std
+    return direction / direction.norm().clamp_min(1e-30)
+
+
+class _SizeLock:
+    """Restricts the shared identity's step of the subjects of several frames (a subject of one photo keeps an
+    image's fit) to the complement of ``direction`` (:func:`size_direction`): with ``P = I − ddᵀ`` on the identity's
+    coordinates, a damped system's shared block becomes ``PᵀAP + c·ddᵀ`` (the removed direction decoupled: its step
+    is 0), its cross blocks ``cross·P`` and its right-hand side ``Pᵀb``.
+
+    Shape:
+        direction: (K_id,); offset: where the identity's coordinates start among the Ks shared ones.
+    """
+
+    def __init__(self, direction: torch.Tensor, offset: int, total: int, groups: FrameGroups):
+        embedded = direction.new_zeros(total)
+        embedded[offset:offset + direction.shape[0]] = direction
+        pooled = groups.frames_per_subject(direction.dtype) > 1
+        self.removed = torch.outer(embedded, embedded) * pooled.to(direction)[:, None, None]  # (S, Ks, Ks)
+        self.projector = torch.eye(total, dtype=direction.dtype, device=direction.device) - self.removed
+        self.subject, self.coordinates = groups.subject, slice(offset, offset + direction.shape[0])
+
+    def __call__(self, shared_matrix: torch.Tensor, cross: torch.Tensor, shared_rhs: torch.Tensor):
+        """Shape: (S, Ks, Ks), (B, Kf, Ks), (S, Ks) -> the same."""
+        scale = shared_matrix.diagonal(dim1=1, dim2=2)[:, self.coordinates].mean(1).clamp_min(1e-12)
+        matrix = self.projector @ shared_matrix @ self.projector + scale[:, None, None] * self.removed
+        return (matrix, cross @ self.projector.index_select(0, self.subject),
+                (self.projector @ shared_rhs[..., None])[..., 0])
 
 
 @dataclass
@@ -160,19 +201,25 @@ def tied_levenberg_marquardt_step(energy_fn, variables: dict[str, torch.Tensor],
         raise ValueError("the Levenberg-Marquardt step needs the variables themselves, not filtered steps")
     variables = {k: v.detach() for k, v in variables.items()}
     system = TiedSystem.linearise(energy_fn, variables, names, to_params, ties, jacobian_chunk, jacobian)
+    sizes = {name: variables[name].shape[1] for name in names}
     own, shared = system.own, system.shared
     frame_blocks, cross, shared_blocks = system.frame_blocks, system.cross, system.shared_blocks
-    sizes = {name: variables[name].shape[1] for name in names}
+    lock = None
+    if ties.sequence.stage2_keep_size and "identity" in shared:
+        offset = sum(sizes[name] for name in shared[:shared.index("identity")])
+        lock = _SizeLock(size_direction(energy_fn.model).to(cross), offset, shared_blocks.shape[-1], groups)
 
     start_energy = system.energy
     start = {name: variables[name].clone() for name in names}
     kept = torch.zeros_like(damping, dtype=torch.bool)
     for _ in range(max_tries):
-        frame_damping, shared_damping = damping.index_select(0, subject), damping
+        shared_system = (shared_blocks + damping[:, None, None] * damping_matrix(shared_blocks), cross,
+                         -system.shared_gradient)
+        shared_matrix, shared_cross, shared_rhs = shared_system if lock is None else lock(*shared_system)
+        frame_damping = damping.index_select(0, subject)
         step_frames, step_shared = solve_tied(
-            frame_blocks + frame_damping[:, None, None] * damping_matrix(frame_blocks), cross,
-            shared_blocks + shared_damping[:, None, None] * damping_matrix(shared_blocks),
-            -system.frame_gradient, -system.shared_gradient, groups, ties.operator, system.weight)
+            frame_blocks + frame_damping[:, None, None] * damping_matrix(frame_blocks), shared_cross, shared_matrix,
+            -system.frame_gradient, shared_rhs, groups, ties.operator, system.weight)
         moving = ~kept
         step_frames = torch.nan_to_num(step_frames) * moving.index_select(0, subject)[:, None]
         step_shared = torch.nan_to_num(step_shared) * moving[:, None]

@@ -85,6 +85,13 @@ class SequenceFitConfig:
             None (default): ``texture.rounds``. More rounds were better on the tuning sequence (0.1 with 3 / 6 / 12
             rounds: 1.85 / 1.47 / 1.12 mm) but 6 were worse on seed 7 (shared stage 1 + 2, AUC noisy 0.923 against
             0.939 with 3, exact 0.889 against 0.915), so the default stays.
+        stage2_keep_size: with stage 2 by Levenberg-Marquardt (``texture.optimizer=gauss_newton``) and an identity
+            shared by several frames, stage 2 leaves the head's size where stage 1 put it: the identity's step has no
+            component along the mean shape's own scaling (:func:`~.gauss_newton_ties.size_direction`). A head k
+            times larger at k times the distance makes the same photos, so the size comes from the prior; counted
+            once over many frames it no longer holds a converged fit, and the pooled heads shrank (seed 7 of
+            ``bench_video.py``, noisy landmarks: Procrustes scale onto the true neutral shape 0.94-1.06 after stage 1,
+            0.99-1.10 after stage 2; rigid AUC below the per-frame fit's while the similarity-aligned error halved).
         groups: the groups stage 1 optimises (leave out ``identity`` to keep a given identity fixed).
         warm_start: start from independent per-frame fits (the identity: their mean over the subject).
         cg_iterations: most conjugate-gradient iterations per Levenberg–Marquardt solve.
@@ -101,6 +108,7 @@ class SequenceFitConfig:
     stage2_step_filter: float = 10.0
     stage2_identity_learning_rate: float | None = 0.1
     stage2_rounds: int | None = None
+    stage2_keep_size: bool = True
     groups: tuple[str, ...] = SEQUENCE_GROUPS
     warm_start: bool = True
     cg_iterations: int = 200

@@ -14,7 +14,8 @@ from diffface.app.synth import SceneConfig, sample_scenes
 from diffface.fitting.frame_groups import FrameGroups
 from diffface.fitting.frame_ties import FrameTies
 from diffface.fitting.gauss_newton import levenberg_marquardt_step
-from diffface.fitting.gauss_newton_ties import TiedSystem, solve_tied, tied_levenberg_marquardt_step
+from diffface.fitting.gauss_newton_ties import (TiedSystem, size_direction, solve_tied,
+                                                tied_levenberg_marquardt_step)
 from diffface.fitting.sequence_fitting import SequenceFitConfig
 from diffface.fitting.texture_fitting import TextureFitConfig, _Stage2Energy, _scaled_variables, _to_params, fit_texture
 
@@ -213,3 +214,39 @@ def test_fit_texture_gauss_newton_fits_one_identity_per_subject(model64, scene):
     # one subject's may wander on the way: measured 4.51 -> 4.91 -> 4.42 mm over 2 and 4 rounds, the other's
     # 9.90 -> 7.85 -> 7.68)
     assert _identity_error(model64, result.params, truth).mean() < 0.9 * _identity_error(model64, start, truth).mean()
+
+
+def _size(model, alpha_id: torch.Tensor) -> torch.Tensor:
+    """The neutral shape's size relative to the mean shape: the least-squares scale of the mean (about its centroid)
+    that best explains it. Shape: (B, K_id) -> (B,)."""
+    mean = model.mean_shape.reshape(-1, 3)
+    centred = mean - mean.mean(0)
+    shape = model.shape(alpha_id, torch.zeros(alpha_id.shape[0], model.exp_dims, dtype=alpha_id.dtype))
+    shape = shape - shape.mean(1, keepdim=True)
+    return (shape * centred).sum((1, 2)) / centred.pow(2).sum()
+
+
+def test_size_direction_is_the_normalised_gradient_of_the_heads_size(model64):
+    coefficients = torch.zeros(1, model64.id_dims, dtype=F64, requires_grad=True)
+    (gradient,) = torch.autograd.grad(_size(model64, coefficients * model64.id_std).sum(), coefficients)
+    torch.testing.assert_close(size_direction(model64), gradient[0] / gradient.norm(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("keep_size", [True, False])
+def test_stage2_keeps_the_shared_heads_size(model64, scene, keep_size):
+    """With ``stage2_keep_size`` the pooled identity moves, its size does not; a subject of one frame moves freely."""
+    _, images, landmarks, start = scene
+    labels = LABELS[:4]  # subject 0: three frames, subject 1: one
+    groups = FrameGroups.from_labels(labels, True)
+    frames = slice(0, 4)
+    sequence = SequenceFitConfig(stage2_keep_size=keep_size)
+    start = replace(start.index(frames), alpha_id=start.alpha_id[frames] + 0.5 * model64.id_std)  # off the mean
+    result = fit_texture(model64, images[frames], landmarks[frames], start, replace(CONFIG, rounds=2), groups=groups,
+                         sequence=sequence)
+    before, after = _size(model64, start.alpha_id[[0, 3]]), _size(model64, result.params.alpha_id[[0, 3]])
+    assert (result.params.alpha_id[0] - start.alpha_id[0]).abs().max() > 0.1 * float(model64.id_std.max())
+    if keep_size:
+        torch.testing.assert_close(after[0], before[0], rtol=1e-9, atol=0)
+    else:
+        assert (after[0] - before[0]).abs() > 1e-4
+    assert (after[1] - before[1]).abs() > 1e-4  # the single photo keeps an image's fit
