@@ -94,8 +94,9 @@ def size_direction(model) -> torch.Tensor:
 class _SizeLock:
     """Restricts the shared identity's step of the subjects of several frames (a subject of one photo keeps an
     image's fit) to the complement of ``direction`` (:func:`size_direction`): with ``P = I − ddᵀ`` on the identity's
-    coordinates, a damped system's shared block becomes ``PᵀAP + c·ddᵀ`` (the removed direction decoupled: its step
-    is 0), its cross blocks ``cross·P`` and its right-hand side ``Pᵀb``.
+    coordinates, a damped system's shared block becomes ``PᵀAP + c·ddᵀ`` (:meth:`matrix`; the removed direction
+    decoupled: its step is 0), its cross blocks ``cross·P`` (:meth:`cross`) and its right-hand side ``Pᵀb``
+    (:meth:`rhs`).
 
     Shape:
         direction: (K_id,); offset: where the identity's coordinates start among the Ks shared ones.
@@ -109,12 +110,18 @@ class _SizeLock:
         self.projector = torch.eye(total, dtype=direction.dtype, device=direction.device) - self.removed
         self.subject, self.coordinates = groups.subject, slice(offset, offset + direction.shape[0])
 
-    def __call__(self, shared_matrix: torch.Tensor, cross: torch.Tensor, shared_rhs: torch.Tensor):
-        """Shape: (S, Ks, Ks), (B, Kf, Ks), (S, Ks) -> the same."""
+    def matrix(self, shared_matrix: torch.Tensor) -> torch.Tensor:
+        """A damped shared block. Shape: (S, Ks, Ks) -> (S, Ks, Ks)."""
         scale = shared_matrix.diagonal(dim1=1, dim2=2)[:, self.coordinates].mean(1).clamp_min(1e-12)
-        matrix = self.projector @ shared_matrix @ self.projector + scale[:, None, None] * self.removed
-        return (matrix, cross @ self.projector.index_select(0, self.subject),
-                (self.projector @ shared_rhs[..., None])[..., 0])
+        return self.projector @ shared_matrix @ self.projector + scale[:, None, None] * self.removed
+
+    def cross(self, cross: torch.Tensor) -> torch.Tensor:
+        """Shape: (B, Kf, Ks) -> (B, Kf, Ks)."""
+        return cross @ self.projector.index_select(0, self.subject)
+
+    def rhs(self, shared_rhs: torch.Tensor) -> torch.Tensor:
+        """Shape: (S, Ks) -> (S, Ks)."""
+        return (self.projector @ shared_rhs[..., None])[..., 0]
 
 
 @dataclass
@@ -204,18 +211,20 @@ def tied_levenberg_marquardt_step(energy_fn, variables: dict[str, torch.Tensor],
     sizes = {name: variables[name].shape[1] for name in names}
     own, shared = system.own, system.shared
     frame_blocks, cross, shared_blocks = system.frame_blocks, system.cross, system.shared_blocks
+    shared_cross, shared_rhs = cross, -system.shared_gradient
     lock = None
-    if ties.sequence.stage2_keep_size and "identity" in shared:
+    if ties.sequence.stage2_keep_size and "identity" in shared:  # what does not depend on the damping: once
         offset = sum(sizes[name] for name in shared[:shared.index("identity")])
         lock = _SizeLock(size_direction(energy_fn.model).to(cross), offset, shared_blocks.shape[-1], groups)
+        shared_cross, shared_rhs = lock.cross(cross), lock.rhs(shared_rhs)
 
     start_energy = system.energy
     start = {name: variables[name].clone() for name in names}
     kept = torch.zeros_like(damping, dtype=torch.bool)
     for _ in range(max_tries):
-        shared_system = (shared_blocks + damping[:, None, None] * damping_matrix(shared_blocks), cross,
-                         -system.shared_gradient)
-        shared_matrix, shared_cross, shared_rhs = shared_system if lock is None else lock(*shared_system)
+        shared_matrix = shared_blocks + damping[:, None, None] * damping_matrix(shared_blocks)
+        if lock is not None:
+            shared_matrix = lock.matrix(shared_matrix)
         frame_damping = damping.index_select(0, subject)
         step_frames, step_shared = solve_tied(
             frame_blocks + frame_damping[:, None, None] * damping_matrix(frame_blocks), shared_cross, shared_matrix,
