@@ -100,6 +100,17 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor, eps: float = 1e-
         >>> vertex_normals(v, torch.tensor([[0, 1, 2]]))[0, 0]
         tensor([0., 0., 1.])
     """
+    summed = vertex_normal_sums(vertices, faces)
+    return summed / summed.norm(dim=-1, keepdim=True).clamp_min(eps)
+
+
+def vertex_normal_sums(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """The unnormalised vertex normals :func:`vertex_normals` normalises: per vertex the sum of its triangles'
+    ``(v1 − v0) × (v2 − v0)`` (twice their areas times their unit normals).
+
+    Shape:
+        vertices: (B, V, 3); faces: (F, 3) -> (B, V, 3).
+    """
     _check_mesh(vertices, faces)
     faces = faces.long()
     B, V = vertices.shape[:2]
@@ -111,8 +122,7 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor, eps: float = 1e-
     summed = torch.zeros(V, B * 3, dtype=vertices.dtype, device=vertices.device)
     for corner in range(3):
         summed = summed.index_add(0, faces[:, corner], weighted)
-    summed = summed.view(V, B, 3).transpose(0, 1)
-    return summed / summed.norm(dim=-1, keepdim=True).clamp_min(eps)
+    return summed.view(V, B, 3).transpose(0, 1)
 
 
 class VertexNormals(nn.Module):

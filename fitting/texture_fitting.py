@@ -129,9 +129,11 @@ class TextureFitConfig:
         jacobian: how the Levenberg-Marquardt step's Jacobian is computed: ``"chain"`` (default: through the
             triangle corners of the masked pixels, :meth:`~.gauss_newton.Stage2Residuals.jacobian`) or ``"direct"``
             (forward mode through the whole renderer, one pass per coordinate,
-            :func:`~.gauss_newton.forward_jacobian`: the reference, about 3× slower). The same Jacobian to rounding.
-        jacobian_chunk: coordinates per batched forward-mode pass (memory grows with it; 0: ``"chain"`` 16,
-            ``"direct"`` about 64 sample-columns on a CPU, 4096 on a GPU). The Jacobian does not depend on it.
+            :func:`~.gauss_newton.forward_jacobian`: the reference, several times slower). The same Jacobian to
+            rounding.
+        jacobian_chunk: ``"chain"``: identity and expression coordinates per pass over the triangles (memory grows
+            with it; 0: all); ``"direct"``: coordinates per batched forward-mode pass (0: about 64 sample-columns
+            on a CPU, 4096 on a GPU). The Jacobian does not depend on it.
         prior_anneal: the shape priors (``r_id``, ``r_exp``) are this many times stronger in the first round and
             relax geometrically, round by round, to their values in the last (1: constant, the default). A
             continuation: the strongly regularised energy of the first rounds is nearer convex, the last rounds'
@@ -418,12 +420,20 @@ class _Stage2Energy:
         Shape:
             points: (B, R, 2) the projected vertices; angles: (B, 3) -> (B, 68, 2).
         """
+        indices = self.landmark_indices(points, angles)
+        return self.landmark_residuals_at(torch.gather(points, 1, indices[..., None].expand(-1, -1, 2)))
+
+    def landmark_indices(self, points: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+        """The landmarks' vertices (local indices), the contour ones marched on the values of ``points`` and
+        ``angles`` (their forward-mode tangents ignored). Shape: points (B, R, 2), angles (B, 3) -> (B, 68) long."""
         with torch.no_grad():
             active = self.active
-            indices = march_contour_landmarks(fwAD.unpack_dual(points).primal, fwAD.unpack_dual(angles).primal,
-                                              active.landmark_indices, active.contour_landmarks, active.contour_lines)
-        landmark_uv = torch.gather(points, 1, indices[..., None].expand(-1, -1, 2))
-        return (landmark_uv - self.target) * self.weight[..., None]
+            return march_contour_landmarks(fwAD.unpack_dual(points).primal, fwAD.unpack_dual(angles).primal,
+                                           active.landmark_indices, active.contour_landmarks, active.contour_lines)
+
+    def landmark_residuals_at(self, landmark_points: torch.Tensor) -> torch.Tensor:
+        """:meth:`landmark_residuals` given the landmarks' projections. Shape: (B, 68, 2) -> (B, 68, 2)."""
+        return (landmark_points - self.target) * self.weight[..., None]
 
     def _energy(self, params: FaceParameters, out, texture: torch.Tensor,
                 points: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffface.geometry import VertexNormals, face_normals, vertex_normals
+from diffface.geometry import VertexNormals, face_normals, vertex_normal_sums, vertex_normals
 
 
 def _sphere(n_lat=12, n_lon=24):
@@ -58,6 +58,17 @@ def test_face_normal_of_ccw_triangle_and_area():
     f = torch.tensor([[0, 1, 2]])
     torch.testing.assert_close(face_normals(v, f), torch.tensor([[[0.0, 0, 1]]]))
     assert face_normals(v, f, normalize=False).norm() == pytest.approx(6.0)  # twice the area
+
+
+def test_vertex_normal_sums_are_twice_the_area_weighted_normals():
+    """Two triangles around vertex 0: the sum of their (twice-)area-weighted normals, which vertex_normals
+    normalises."""
+    v = torch.tensor([[[0.0, 0, 0], [2, 0, 0], [0, 3, 0], [0, 0, 1]]], dtype=torch.float64)
+    f = torch.tensor([[0, 1, 2], [0, 3, 1]])
+    sums = vertex_normal_sums(v, f)
+    torch.testing.assert_close(sums[0, 0], torch.tensor([0.0, 2, 6], dtype=torch.float64))  # (0, 0, 6) + (0, 2, 0)
+    torch.testing.assert_close(sums[0, 2], torch.tensor([0.0, 0, 6], dtype=torch.float64))
+    torch.testing.assert_close(vertex_normals(v, f), sums / sums.norm(dim=-1, keepdim=True))
 
 
 def test_gradcheck_vertex_normals():
