@@ -28,7 +28,8 @@ from typing import Callable
 import torch
 
 from diffface.geometry import cross_product, vertex_normal_sums
-from diffface.lighting import lighting_design, sh_irradiance
+from diffface.lighting import lighting_design, sh_irradiance, sh_shading
+from diffface.renderers import rasterize_meshes
 from diffface.linear_algebra import solve_spd
 
 from .image_term import _gather_pixels, _pixel_faces, _shading_at_pixels, masked_pixels
@@ -178,23 +179,26 @@ class Stage2Residuals:
             corner_values = corner_values.view(batch, count, 3, 9)
             landmark_points = watched_points[:, 3 * count:]
 
-        # L: pixel j of each sample is private triangle j (-1 where the mask's padding is)
+        # L: pixel j of each sample is private triangle j (-1 where the mask's padding is); the masked pixels alone
+        # are shaded, as the renderer shades them (per pixel: albedo and normals interpolated, normals renormalised)
         private_faces = torch.arange(3 * count, device=device).view(count, 3)
         slots = torch.arange(count, device=device).expand(batch, count)
         private_map = torch.full((batch, term.size ** 2), -1, dtype=torch.long, device=device).scatter(
             1, self.index, torch.where(self.valid, slots, torch.full_like(slots, -1))).view(self.pix_to_face.shape)
+        target = _gather_pixels(term.target.to(dtype), self.index)  # (B, P, 3)
 
-        def pixel_part(corner_values, sh):
-            flat = corner_values.reshape(batch, 3 * count, 9)
-            rendered, _ = term.render(flat[..., :3].contiguous(), flat[..., 3:6].contiguous(),
-                                      flat[..., 6:].contiguous(), sh, faces=private_faces, pix_to_face=private_map)
-            return self._texture(term.target.to(dtype), rendered)
+        def pixel_part(corner_values):  # (B, P, 3, 9) -> the masked pixels' residuals (B, P·3)
+            screen = corner_values[..., :3].reshape(batch, 3 * count, 3)
+            fragments = rasterize_meshes(screen, private_faces, term.size, pix_to_face=private_map)
+            bary = fragments.bary_coords.flatten(1, 2).gather(1, self.index[..., None].expand(-1, -1, 3))
+            normals, albedo = (bary[..., None] * corner_values[..., 3:]).sum(2).split(3, -1)
+            normals = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            return ((target - sh_shading(albedo, normals, sh)) * self.pixel_scale).flatten(1)
 
         # 18 passes: the corners' screen positions and normals (the albedo and lighting act linearly: below)
         basis = torch.eye(18, dtype=dtype, device=device).view(18, 1, 1, 3, 6)
         basis = torch.nn.functional.pad(basis, (0, 3)).expand(-1, batch, count, 3, 9)
-        local = torch.func.vmap(lambda t: torch.func.jvp(pixel_part, (corner_values, sh),
-                                                         (t, torch.zeros_like(sh)))[1])(basis)
+        local = torch.func.vmap(lambda t: torch.func.jvp(pixel_part, (corner_values,), (t,))[1])(basis)
         local = local.view(3, 6, batch, count, 3)  # corner, corner value, sample, pixel, colour
 
         columns = {}
