@@ -318,7 +318,8 @@ class Stage2Residuals:
                     sum_jacobian.index_add_(1, near[:, k], moved_sums)
                 ids = corner_ids[b]
                 at_corners = torch.cat([part.index_select(1, ids), sum_jacobian.index_select(1, ids)])  # (6, 3P, k)
-                chunk.append(torch.einsum("pqcj,jpck->kpq", weights[b], at_corners.view(6, count, 3, -1)).flatten(1))
+                at_corners = at_corners.view(6, count, 3, -1).permute(1, 2, 0, 3).reshape(count, 18, -1)
+                chunk.append(torch.bmm(weights[b].reshape(count, 3, 18), at_corners).permute(2, 0, 1).flatten(1))
             texture.append(torch.stack(chunk, 1))
         texture = torch.cat(texture) * scale.T[..., None]  # (K, B, 3P)
         basis = basis.permute(1, 2, 0)  # (V, K, 3)
