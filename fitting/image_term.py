@@ -38,11 +38,6 @@ from .active_vertices import ActiveVertices
 from .frame_groups import FrameGroups
 from .least_squares import irls_weights, solve_normal_equations
 
-# elements of one chunk of the albedo normal equations' product (samples × channels × vertices × coefficients):
-# about 64 MB in float32
-_DESIGN_CHUNK_ELEMENTS = 1 << 24
-
-
 def resample_photos(images: torch.Tensor, size: int) -> torch.Tensor:
     """The photos at ``size × size`` pixels (antialiased bilinear; pixel ``j`` covers ``[j − ½, j + ½]`` at both
     sizes), or the photos themselves at their own size.
@@ -283,18 +278,24 @@ def albedo_normal_equations(basis: torch.Tensor, faces: torch.Tensor, face: torc
     per_face = moments.new_zeros(B * num_faces, 27).index_add_(0, flat_face, moments.reshape(-1, 27))
     per_face = per_face.view(B, num_faces, 3, 9).permute(0, 2, 1, 3).reshape(B, 3, num_faces * 9)
     values = per_face.new_zeros(B, 3, pairs).index_add_(2, entry.flatten(), per_face)
+    # per sample, only the vertices of its pixels' triangles carry moments: its product runs over them alone (the
+    # pairs left out have no visible triangle: their moments are 0)
+    corners = faces[face]  # (B, P, 3)
+    blocks = torch.arange(3, device=face.device)[:, None]  # the channels' blocks
     normal = []
-    chunk = max(1, _DESIGN_CHUNK_ELEMENTS // (3 * V * K))
-    for s in range(0, B, chunk):
-        n = min(chunk, B - s)
-        # block (sample, channel): its V rows, its channel's V columns
-        blocks = torch.arange(3 * n, device=face.device)[:, None]
-        indices = torch.stack([(blocks * V + pair_row).flatten(), ((blocks % 3) * V + pair_col).flatten()])
-        vertex_pairs = torch.sparse_coo_tensor(indices, values[s:s + n].flatten(), (3 * n * V, 3 * V),
+    for b in range(B):
+        touched = torch.zeros(V, dtype=torch.bool, device=face.device)
+        touched[corners[b].flatten()] = True
+        kept = touched[pair_row] & touched[pair_col]
+        local = torch.cumsum(touched, 0) - 1
+        T = int(touched.sum())
+        basis_touched = basis[touched].permute(1, 0, 2).reshape(3 * T, K)  # row c·T + local vertex
+        indices = torch.stack([(blocks * T + local[pair_row[kept]]).flatten(),
+                               (blocks * T + local[pair_col[kept]]).flatten()])
+        vertex_pairs = torch.sparse_coo_tensor(indices, values[b][:, kept].flatten(), (3 * T, 3 * T),
                                                check_invariants=False, is_coalesced=True)
-        product = torch.sparse.mm(vertex_pairs, basis_by_channel).view(n, 3 * V, K)  # M_c B_c
-        normal.append(basis_by_channel.T @ product)
-    return torch.cat(normal), rhs
+        normal.append(basis_touched.T @ torch.sparse.mm(vertex_pairs, basis_touched))  # Σ_c B_cᵀ M_c B_c
+    return torch.stack(normal), rhs
 
 
 def solve_image_albedo(model: MorphableModel | ActiveVertices, out: ImageTermOutput, faces: torch.Tensor,
