@@ -302,8 +302,9 @@ class Stage2Residuals:
             chunk = []
             for b in range(batch):
                 near = faces[around[b]]
-                first = part.index_select(1, near[:, 1]) - part.index_select(1, near[:, 0])  # (3, F_b, k)
-                second = part.index_select(1, near[:, 2]) - part.index_select(1, near[:, 0])
+                origin = part.index_select(1, near[:, 0])
+                first = part.index_select(1, near[:, 1]) - origin  # (3, F_b, k)
+                second = part.index_select(1, near[:, 2]).sub_(origin)
                 corner = vertices[b].index_select(0, near.flatten()).view(-1, 3, 3)
                 edge1 = (corner[:, 1] - corner[:, 0]).T[..., None]  # (3, F_b, 1)
                 edge2 = (corner[:, 2] - corner[:, 0]).T[..., None]
