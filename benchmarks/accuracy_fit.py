@@ -119,8 +119,7 @@ def run_case(case: Path, model: str, regime: str, seed: int, num_faces: int, ima
         extra = [arg for setting in settings for arg in ("--set", setting)]
         diffface("fit", str(synth / "images"), "--model", model, "--landmarks", "pts", "--stages", stages,
                  "--meshes", "obj", "--out", str(folder), "--workers", "0", "--no-tensorboard", *extra)
-        summary = json.loads((folder / "summary.json").read_text())
-        seconds[name] = sum(rank["seconds"] for rank in summary["ranks"]) / max(summary["results"], 1)
+        seconds[name] = fit_seconds_per_image(folder)
     folders = {"mean shape": case / "baselines" / "meanshape", **{n: case / folder_name(n) for n in methods},
                "upper bound": case / "baselines" / "upper"}
     compare = [f"{folder_name(name)}={folder}" for name, folder in folders.items()]
@@ -141,9 +140,23 @@ def run_case(case: Path, model: str, regime: str, seed: int, num_faces: int, ima
                                                (hi == YAW_BINS[-1][1] and yaw[s["key"]] >= hi)])
             for lo, hi in YAW_BINS}}
         rows[name][SIMILARITY] = figures(similarity["methods"][folder_name(name)]["samples"])
-        if name in seconds:
+        if seconds.get(name) is not None:
             rows[name]["seconds_per_image"] = round(seconds[name], 3)
     return {"landmark_error_interocular": round(float(np.mean(interocular)), 4), "rows": rows}
+
+
+def fit_seconds_per_image(folder: Path) -> float | None:
+    """Seconds per image the fit in ``folder`` took: this run's time over the images it fitted, kept in
+    ``folder/seconds_per_image.json`` for a re-run that resumes with nothing left to fit (its own time says nothing
+    about the fit); None where no run of it was timed."""
+    summary = json.loads((folder / "summary.json").read_text())
+    fitted = sum(rank.get("fitted", 0) for rank in summary["ranks"])
+    kept = folder / "seconds_per_image.json"
+    if fitted:
+        value = sum(rank["seconds"] for rank in summary["ranks"]) / fitted
+        kept.write_text(json.dumps({"seconds_per_image": value, "images": fitted}))
+        return value
+    return json.loads(kept.read_text())["seconds_per_image"] if kept.exists() else None
 
 
 def figures(samples: list[dict]) -> dict:
@@ -162,7 +175,8 @@ def mean_over_seeds(cases: list[dict]) -> dict:
         out[name] = {}
         for part in cases[0]["rows"][name]:
             if part == "seconds_per_image":
-                out[name][part] = round(float(np.mean([c["rows"][name][part] for c in cases])), 3)
+                timed = [c["rows"][name][part] for c in cases if part in c["rows"][name]]
+                out[name][part] = round(float(np.mean(timed)), 3)
                 continue
             out[name][part] = {key: round(float(np.mean([c["rows"][name][part][key] for c in cases])), 4)
                                for key in ("auc", "median_d", "mean_mm")}
