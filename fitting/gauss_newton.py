@@ -88,8 +88,7 @@ class Stage2Residuals:
 
     def _geometric(self, points: torch.Tensor, params) -> torch.Tensor:
         """The landmark and prior residuals. Shape: points (B, V, 2) -> (B, 68·2 + K_exp (+ K_id) (+ K_albedo))."""
-        indices = self.energy_fn.landmark_indices(points, params.angles)
-        return self._geometric_at(points.gather(1, indices[..., None].expand(-1, -1, 2)), params)
+        return self._geometric_at(self.energy_fn.landmark_points(points, params.angles), params)
 
     def _geometric_at(self, landmark_points: torch.Tensor, params) -> torch.Tensor:
         """:meth:`_geometric` given the landmarks' projections. Shape: (B, 68, 2) -> (B, G)."""
@@ -148,9 +147,6 @@ class Stage2Residuals:
         def moved(part_names, values):
             return to_params(dict(variables, **dict(zip(part_names, values))))
 
-        def gather(values, ids):  # (B, V, C), (B, N) -> (B, N, C)
-            return values.gather(1, ids[..., None].expand(-1, -1, values.shape[-1]))
-
         with torch.no_grad():
             params = to_params(variables)
             sh = params.sh.detach()
@@ -164,7 +160,7 @@ class Stage2Residuals:
         corners = term.faces[self.pix_to_face.flatten(1).gather(1, self.index).clamp_min(0)]  # (B, P, 3)
         corner_ids = corners.flatten(1)  # (B, 3P)
         watched = torch.cat([corner_ids, landmarks], 1)  # the corners, then the landmarks
-        watched_vertices, watched_normals = gather(vertices, watched), gather(normals, watched)
+        watched_vertices, watched_normals = _gather_rows(vertices, watched), _gather_rows(normals, watched)
 
         def camera(watched_vertices, watched_normals, *values):  # the corners' features, the watched projections
             params = moved(camera_names, values)
@@ -175,7 +171,7 @@ class Stage2Residuals:
         with torch.no_grad():
             features, watched_points, _ = camera(watched_vertices, watched_normals, *(
                 variables[name] for name in camera_names))
-            corner_values = torch.cat([features[:, :3 * count], gather(self.albedo, corner_ids)], -1)
+            corner_values = torch.cat([features[:, :3 * count], _gather_rows(self.albedo, corner_ids)], -1)
             corner_values = corner_values.view(batch, count, 3, 9)
             landmark_points = watched_points[:, 3 * count:]
 
@@ -190,7 +186,7 @@ class Stage2Residuals:
         def pixel_part(corner_values):  # (B, P, 3, 9) -> the masked pixels' residuals (B, P·3)
             screen = corner_values[..., :3].reshape(batch, 3 * count, 3)
             fragments = rasterize_meshes(screen, private_faces, term.size, pix_to_face=private_map)
-            bary = fragments.bary_coords.flatten(1, 2).gather(1, self.index[..., None].expand(-1, -1, 3))
+            bary = _gather_rows(fragments.bary_coords.flatten(1, 2), self.index)
             normals, albedo = (bary[..., None] * corner_values[..., 3:]).sum(2).split(3, -1)
             normals = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-12)
             return ((target - sh_shading(albedo, normals, sh)) * self.pixel_scale).flatten(1)
@@ -285,8 +281,8 @@ class Stage2Residuals:
         # the pixels' derivatives with respect to their corners' model-space positions and normal sums
         by_position = torch.einsum("ckbpq,jbpck->bpqcj", local[:, :3], screen_jacobian)
         by_normal = torch.einsum("ckbpq,jbpck->bpqcj", local[:, 3:], normal_jacobian)
-        corner_normals = normals.gather(1, corner_ids[..., None].expand(-1, -1, 3)).view(batch, count, 1, 3, 3)
-        corner_lengths = lengths.gather(1, corner_ids[..., None]).view(batch, count, 1, 3, 1)
+        corner_normals = _gather_rows(normals, corner_ids).view(batch, count, 1, 3, 3)
+        corner_lengths = _gather_rows(lengths, corner_ids).view(batch, count, 1, 3, 1)
         by_sum = (by_normal - corner_normals * (by_normal * corner_normals).sum(-1, keepdim=True)) / corner_lengths
         weights = torch.cat([by_position, by_sum], -1)  # (B, P, 3, 3, 6): colour, corner, position / sum axis
         faces = active.triangles.long()
@@ -349,6 +345,11 @@ class Stage2Residuals:
             scale = _linear_scale(variables, moved, "albedo", "beta")  # (B, K)
             texture = torch.einsum("cjbpq,bpcjk->kbpq", local, at_corners).flatten(2) * scale.T[..., None]
         return torch.cat([texture, geometric], 2)
+
+
+def _gather_rows(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Each sample's rows ``ids``. Shape: values (B, V, C), ids (B, N) -> (B, N, C)."""
+    return values.gather(1, ids[..., None].expand(-1, -1, values.shape[-1]))
 
 
 def _linear_scale(variables: dict, moved, name: str, field: str) -> torch.Tensor:

@@ -265,10 +265,11 @@ def albedo_normal_equations(basis: torch.Tensor, faces: torch.Tensor, face: torc
     pair_row, pair_col, entry = _vertex_pairs(faces, V)
     pairs = pair_row.shape[0]
     basis_by_channel = basis.permute(1, 0, 2).reshape(3 * V, K)  # row c·V + v
+    corners = faces[face]  # (B, P, 3)
     # the right-hand side: Σ_p w E y b_k scattered to the corners' vertices, then through the basis
     per_corner = (weight * irradiance * target)[..., :, None] * bary[..., None, :]  # (B, P, channel, corner)
     row = ((torch.arange(B, device=face.device)[:, None, None, None] * 3
-            + torch.arange(3, device=face.device)[None, None, :, None]) * V + faces[face][:, :, None, :])
+            + torch.arange(3, device=face.device)[None, None, :, None]) * V + corners[:, :, None, :])
     vertex_rhs = per_corner.new_zeros(B * 3 * V).index_add_(0, row.flatten(), per_corner.flatten())
     rhs = vertex_rhs.view(B, 3 * V) @ basis_by_channel
     # the normal matrix: corner moments per triangle, then per vertex pair
@@ -280,7 +281,6 @@ def albedo_normal_equations(basis: torch.Tensor, faces: torch.Tensor, face: torc
     values = per_face.new_zeros(B, 3, pairs).index_add_(2, entry.flatten(), per_face)
     # per sample, only the vertices of its pixels' triangles carry moments: its product runs over them alone (the
     # pairs left out have no visible triangle: their moments are 0)
-    corners = faces[face]  # (B, P, 3)
     blocks = torch.arange(3, device=face.device)[:, None]  # the channels' blocks
     normal = []
     for b in range(B):

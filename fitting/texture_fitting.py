@@ -420,8 +420,13 @@ class _Stage2Energy:
         Shape:
             points: (B, R, 2) the projected vertices; angles: (B, 3) -> (B, 68, 2).
         """
+        return self.landmark_residuals_at(self.landmark_points(points, angles))
+
+    def landmark_points(self, points: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+        """The landmarks' projections among ``points`` (:meth:`landmark_indices`). Shape: (B, R, 2), (B, 3) ->
+        (B, 68, 2)."""
         indices = self.landmark_indices(points, angles)
-        return self.landmark_residuals_at(torch.gather(points, 1, indices[..., None].expand(-1, -1, 2)))
+        return torch.gather(points, 1, indices[..., None].expand(-1, -1, 2))
 
     def landmark_indices(self, points: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
         """The landmarks' vertices (local indices), the contour ones marched on the values of ``points`` and
